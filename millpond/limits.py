@@ -1,0 +1,57 @@
+"""Every limit millpond enforces, in one place, with its unit last in its name.
+
+A limit is a promise to operators and clients: nothing grows without bound.
+Components take their defaults from here; :func:`check_relations` verifies at
+start-up that limits which depend on each other agree (TigerBeetle style), and
+components that accept overrides validate them against the same relations.
+"""
+
+from __future__ import annotations
+
+KiB = 1024
+MiB = 1024 * KiB
+
+# --- Raft (per group) ------------------------------------------------------
+#: Largest single log entry (one record batch) the Raft core accepts.
+raft_entry_bytes_max = 4 * MiB
+#: Most entries carried by one append message.
+raft_msg_entries_max = 4096
+#: Most entry payload bytes carried by one append message (a single entry larger
+#: than this still travels alone, so it is bounded by ``raft_entry_bytes_max``).
+raft_msg_bytes_max = 1 * MiB
+#: Append messages sent to one follower and not yet acknowledged.
+raft_inflight_msgs_max = 64
+#: Entry payload bytes sent to one follower and not yet acknowledged.
+raft_inflight_bytes_max = 32 * MiB
+#: Bytes the leader holds appended but not committed before refusing proposals.
+raft_uncommitted_bytes_max = 64 * MiB
+#: Entries accepted in one ``propose`` call.
+raft_propose_entries_max = 10_000
+#: Read-index requests waiting for a quorum round at one leader.
+raft_read_requests_max = 4096
+#: Voters plus learners in one group.
+raft_group_members_max = 9
+#: Ticks between heartbeats from a leader.
+raft_heartbeat_ticks = 1
+#: Base election timeout; each node draws from [base, 2*base) after every reset.
+raft_election_ticks = 10
+#: Committed entries handed to the application in one Ready.
+raft_ready_committed_entries_max = 8192
+
+
+def check_relations() -> None:
+    """Raise ``ValueError`` if the limits above contradict each other."""
+    problems: list[str] = []
+    if raft_msg_bytes_max > raft_inflight_bytes_max:
+        problems.append("raft_msg_bytes_max must be <= raft_inflight_bytes_max")
+    if raft_entry_bytes_max > raft_uncommitted_bytes_max:
+        problems.append("raft_entry_bytes_max must be <= raft_uncommitted_bytes_max")
+    if raft_heartbeat_ticks >= raft_election_ticks:
+        problems.append("raft_heartbeat_ticks must be < raft_election_ticks")
+    if raft_msg_entries_max < 1 or raft_inflight_msgs_max < 1:
+        problems.append("message and in-flight counts must be >= 1")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+check_relations()
