@@ -28,7 +28,7 @@ from millpond.raft.messages import (
     Snapshot,
     SnapshotMeta,
 )
-from millpond.raft.ready import Ready, ReadState, Role, SoftState
+from millpond.raft.ready import ReadState, Ready, Role, SoftState
 from millpond.raft.storage import LogStorage, LogWriter, MemoryStorage
 
 __all__ = [
