@@ -29,7 +29,7 @@ from millpond.raft import quorum
 from millpond.raft.config import Config
 from millpond.raft.errors import CompactedError, InvalidProposal, NotLeader, ProposalDropped
 from millpond.raft.log import RaftLog
-from millpond.raft.membership import ConfChange, Membership
+from millpond.raft.membership import ChangeKind, ConfChange, Membership
 from millpond.raft.messages import (
     CAMPAIGN_TRANSFER,
     NONE,
@@ -179,8 +179,9 @@ class Raft:
 
         Raises :class:`NotLeader`; :class:`ProposalDropped` while another change
         is uncommitted, before the leader committed an entry of its term, or
-        during a transfer; :class:`InvalidProposal` if the change is a no-op or
-        leaves no voter.
+        during a transfer, or when promoting a learner whose log has not reached
+        the commit index; :class:`InvalidProposal` if the change is a no-op,
+        leaves no voter, or adds a voter that was not first a learner.
         """
         self._check_can_propose()
         if self.log.term(self.log.committed) != self.term:
@@ -189,7 +190,18 @@ class Raft:
             raise ProposalDropped(
                 f"membership change at index {self.log.membership_index()} is not committed yet"
             )
-        new = self.log.membership().apply(change)
+        current = self.log.membership()
+        new = current.apply(change)
+        if change.kind == ChangeKind.ADD_VOTER and change.node not in current.voters:
+            # A voter that cannot yet store entries would weaken every quorum it joins.
+            if change.node not in current.learners:
+                raise InvalidProposal(f"add node {change.node} as a learner before promoting it")
+            match = self.progress[change.node].match
+            if match < self.log.committed:
+                raise ProposalDropped(
+                    f"learner {change.node} has not caught up (match {match} < commit "
+                    f"{self.log.committed})"
+                )
         entry = Entry(self.term, self.log.last_index() + 1, EntryKind.CONFIG, new.encode())
         self._append([entry])
         self._broadcast_append()
