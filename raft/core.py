@@ -319,7 +319,9 @@ class Raft:
             ),
             messages=tuple(self._msgs),
             read_states=tuple(self._read_states),
-            must_sync=bool(entries)
+            # A snapshot must be durable too: this Ready's reply acknowledges it, and the
+            # application installs it into its state machine before advance().
+            must_sync=bool(entries) or self.log.unstable_snapshot is not None
             or hard.term != self._prev_hard.term
             or hard.vote != self._prev_hard.vote,
         )
@@ -570,9 +572,11 @@ class Raft:
         if meta.index <= self.log.committed:
             index = self.log.committed
         elif self.log.match_term(meta.index, meta.term):
-            # We already hold the snapshot's last entry: just learn it is committed.
+            # We already hold the snapshot's last entry: just learn it is committed. Reply with
+            # that index, not our last: entries after it may differ from the leader's, and an
+            # accepted reply tells the leader our log matches its own up to the index.
             self.log.commit_to(meta.index)
-            index = self.log.last_index()
+            index = meta.index
         else:
             self.log.restore(snapshot)
             index = meta.index
