@@ -10,6 +10,7 @@ from __future__ import annotations
 
 KiB = 1024
 MiB = 1024 * KiB
+GiB = 1024 * MiB
 
 # --- Raft (per group) ------------------------------------------------------
 #: Largest single log entry (one record batch) the Raft core accepts.
@@ -39,6 +40,27 @@ raft_election_ticks = 10
 raft_ready_committed_entries_max = 8192
 
 
+# --- LMDB log store and its writer thread (per node) ----------------------------
+#: Address space reserved for the environment (the file grows only as pages are used).
+store_map_size_bytes = 64 * GiB
+#: Runs of equal terms cached per group; older terms are read from LMDB.
+store_term_runs_max = 1024
+#: Read-only LMDB transactions kept for reuse.
+store_spare_read_txns_max = 16
+#: Largest group id (``2**64 - 1`` is reserved for the format record).
+group_id_max = 2**64 - 2
+#: Writes waiting for the writer thread before submitters block.
+writer_queue_writes_max = 4096
+#: Payload bytes waiting for the writer thread before submitters block.
+writer_queue_bytes_max = 64 * MiB
+#: Writes committed in one transaction (one fsync).
+writer_batch_writes_max = 1024
+#: Payload bytes committed in one transaction; a single larger write goes alone.
+writer_batch_bytes_max = 16 * MiB
+#: Compacted-away entries deleted per write transaction (bounds a compaction's cost).
+writer_batch_deletes_max = 4096
+
+
 def check_relations() -> None:
     """Raise ``ValueError`` if the limits above contradict each other."""
     problems: list[str] = []
@@ -50,6 +72,12 @@ def check_relations() -> None:
         problems.append("raft_heartbeat_ticks must be < raft_election_ticks")
     if raft_msg_entries_max < 1 or raft_inflight_msgs_max < 1:
         problems.append("message and in-flight counts must be >= 1")
+    if writer_batch_writes_max > writer_queue_writes_max:
+        problems.append("writer_batch_writes_max must be <= writer_queue_writes_max")
+    if writer_batch_bytes_max > writer_queue_bytes_max:
+        problems.append("writer_batch_bytes_max must be <= writer_queue_bytes_max")
+    if writer_batch_bytes_max < raft_msg_bytes_max:
+        problems.append("writer_batch_bytes_max must be >= raft_msg_bytes_max")
     if problems:
         raise ValueError("; ".join(problems))
 

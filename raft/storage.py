@@ -19,7 +19,7 @@ entry's index, or the snapshot's index when no entry follows it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from millpond.invariant import invariant
@@ -198,6 +198,8 @@ class MemoryStorage:
             raise CompactedError(f"index {lo} is compacted (snapshot at {base})")
         if hi > self.last_index() + 1:
             raise UnavailableError(f"index {hi - 1} is beyond the last index {self.last_index()}")
+        if hi <= lo:
+            return []
         return limit_bytes(self._visible.entries[lo - base - 1 : hi - base - 1], max_bytes)
 
     def memberships(self) -> list[tuple[int, Membership]]:
@@ -206,11 +208,6 @@ class MemoryStorage:
             for entry in self._visible.entries
             if entry.kind == EntryKind.CONFIG
         ]
-
-    def with_hard_state(self, **changes: int) -> None:
-        """Test helper: overwrite fields of the visible and durable hard state."""
-        self._visible.hard_state = replace(self._visible.hard_state, **changes)
-        self._durable.hard_state = replace(self._durable.hard_state, **changes)
 
 
 def limit_bytes(entries: Sequence[Entry], max_bytes: int) -> list[Entry]:
