@@ -61,6 +61,37 @@ writer_batch_bytes_max = 16 * MiB
 writer_batch_deletes_max = 4096
 
 
+# --- Record batches (docs/record-format.md) --------------------------------------
+#: Largest encoded batch, header included; a batch is one Raft entry, so this must stay
+#: <= raft_entry_bytes_max.
+batch_bytes_max = 2 * MiB
+#: Most records in one batch (bounds the per-batch Python work of a consumer).
+batch_records_max = 65_536
+#: Most headers on one record.
+record_headers_max = 64
+#: Longest header key, in UTF-8 bytes.
+header_key_bytes_max = 256
+#: Latest timestamp a record may carry (ms since the Unix epoch; the earliest is 0).
+timestamp_ms_max = 2**63 - 1
+
+# --- gRPC (both ends) -----------------------------------------------------------
+#: Largest gRPC message either end accepts (a produce of one batch_bytes_max batch, a fetch).
+grpc_message_bytes_max = 64 * MiB
+#: Keepalive ping interval on idle connections, and how long to wait for the answer.
+grpc_keepalive_ms = 10_000
+grpc_keepalive_timeout_ms = 5_000
+
+# --- Node-to-node Raft transport ------------------------------------------------
+#: Raft calls in flight to one peer.
+raft_rpcs_inflight_max = 4
+#: Raft messages waiting for one peer before new ones are dropped.
+raft_outbox_messages_max = 65_536
+#: Deadline of one Raft transport call.
+raft_rpc_timeout_ms = 2_000
+#: Milliseconds per Raft tick (election timeout = raft_election_ticks ticks).
+raft_tick_ms = 100
+
+
 def check_relations() -> None:
     """Raise ``ValueError`` if the limits above contradict each other."""
     problems: list[str] = []
@@ -72,6 +103,10 @@ def check_relations() -> None:
         problems.append("raft_heartbeat_ticks must be < raft_election_ticks")
     if raft_msg_entries_max < 1 or raft_inflight_msgs_max < 1:
         problems.append("message and in-flight counts must be >= 1")
+    if batch_bytes_max > raft_entry_bytes_max:
+        problems.append("batch_bytes_max must be <= raft_entry_bytes_max")
+    if grpc_message_bytes_max < 2 * batch_bytes_max:
+        problems.append("grpc_message_bytes_max must be >= 2 * batch_bytes_max")
     if writer_batch_writes_max > writer_queue_writes_max:
         problems.append("writer_batch_writes_max must be <= writer_queue_writes_max")
     if writer_batch_bytes_max > writer_queue_bytes_max:

@@ -45,6 +45,14 @@ from typing import Final, NamedTuple, cast
 
 from crc32c import crc32c
 
+from millpond.limits import (
+    batch_bytes_max,
+    batch_records_max,
+    header_key_bytes_max,
+    record_headers_max,
+    timestamp_ms_max,
+)
+
 __all__ = [
     "ATTRIBUTE_COMPRESSION_MASK",
     "ATTRIBUTE_CONTROL",
@@ -78,19 +86,6 @@ __all__ = [
     "validate_batch",
     "verify_crc",
 ]
-
-# --- Limits (units last; to move to millpond/limits.py) ---------------------
-#: Largest encoded batch, header included. Must stay <= limits.raft_entry_bytes_max
-#: (a batch is one Raft entry); tests/test_record_batch.py checks the relation.
-batch_bytes_max: Final = 2 * 1024 * 1024
-#: Most records in one batch (bounds the per-batch Python work of a consumer).
-batch_records_max: Final = 65_536
-#: Most headers on one record.
-record_headers_max: Final = 64
-#: Longest header key, in UTF-8 bytes.
-header_key_bytes_max: Final = 256
-#: Latest timestamp a record may carry (ms since the Unix epoch; the earliest is 0).
-timestamp_ms_max: Final = 2**63 - 1
 
 # --- Format constants -------------------------------------------------------
 MAGIC: Final = b"MPB"
