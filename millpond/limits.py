@@ -74,6 +74,14 @@ header_key_bytes_max = 256
 #: Latest timestamp a record may carry (ms since the Unix epoch; the earliest is 0).
 timestamp_ms_max = 2**63 - 1
 
+# --- Fetch ------------------------------------------------------------------------
+#: Bytes a fetch returns when the request does not say (at least one batch is returned).
+fetch_bytes_default = 1 * MiB
+#: Most bytes a fetch returns (beyond one batch).
+fetch_bytes_max = 16 * MiB
+#: Longest a fetch waits for data to arrive.
+fetch_wait_ms_max = 30_000
+
 # --- gRPC (both ends) -----------------------------------------------------------
 #: Largest gRPC message either end accepts (a produce of one batch_bytes_max batch, a fetch).
 grpc_message_bytes_max = 64 * MiB
@@ -105,6 +113,8 @@ def check_relations() -> None:
         problems.append("message and in-flight counts must be >= 1")
     if batch_bytes_max > raft_entry_bytes_max:
         problems.append("batch_bytes_max must be <= raft_entry_bytes_max")
+    if grpc_message_bytes_max < fetch_bytes_max + batch_bytes_max:
+        problems.append("grpc_message_bytes_max must be >= fetch_bytes_max + batch_bytes_max")
     if grpc_message_bytes_max < 2 * batch_bytes_max:
         problems.append("grpc_message_bytes_max must be >= 2 * batch_bytes_max")
     if writer_batch_writes_max > writer_queue_writes_max:

@@ -1,0 +1,184 @@
+"""The Admin gRPC service: cluster and topic metadata, topic administration.
+
+Reads are answered from this node's copy of the metadata image (plus live
+offsets from partition leaders for ``DescribeTopic``). Writes go to the active
+controller: served here if this node is it, otherwise forwarded once to it
+(a forwarded request that lands on a node that is not the controller answers
+``NOT_CONTROLLER`` rather than bouncing again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, TypeVar
+
+import grpc
+
+from millpond import errors
+from millpond.controller import ActiveController, MetadataImage, TopicState
+from millpond.node.partition import PartitionMachine
+from millpond.raft import Role
+from millpond.v1 import admin_pb2 as pb
+from millpond.v1 import admin_pb2_grpc as pb_grpc
+from millpond.v1 import broker_pb2, broker_pb2_grpc
+from millpond.v1 import common_pb2 as common
+
+T = TypeVar("T")
+
+FORWARDED_KEY = "millpond-forwarded"
+_OFFSETS_TIMEOUT_S = 2.0
+
+
+class NodeView(Protocol):
+    """What the admin service needs from its node."""
+
+    node_id: int
+
+    @property
+    def image(self) -> MetadataImage: ...
+
+    @property
+    def controller(self) -> ActiveController | None: ...
+
+    def controller_id(self) -> int: ...
+
+    def controller_voters(self) -> list[int]: ...
+
+    def address_of(self, node_id: int) -> str: ...
+
+    def local_partition(self, group: int) -> PartitionMachine | None: ...
+
+    def channel(self, address: str) -> grpc.aio.Channel: ...
+
+
+def topic_info(view: NodeView, topic: TopicState,
+               offsets: dict[int, tuple[int, int]] | None = None) -> common.TopicInfo:
+    """A topic as the API describes it; offsets are -1 where unknown."""
+    image = view.image
+    partitions = []
+    for state in image.partitions(topic.topic_id):
+        leader, epoch = state.leader, state.leader_epoch
+        local = view.local_partition(state.group)
+        if local is not None and local.replica.raft.role == Role.LEADER:
+            leader, epoch = view.node_id, local.replica.raft.term
+        start, hw = (offsets or {}).get(state.group, (-1, -1))
+        partitions.append(common.PartitionInfo(
+            partition=state.partition, leader=leader, leader_epoch=epoch,
+            replicas=list(state.replicas), isr=list(state.isr),
+            log_start_offset=start, high_watermark=hw,
+        ))
+    return common.TopicInfo(name=topic.name, topic_id=topic.topic_id,
+                            replication_factor=topic.replication_factor,
+                            partitions=partitions, config=topic.config_dict())
+
+
+class AdminService(pb_grpc.AdminServicer):
+    """Admin API of one node."""
+
+    def __init__(self, view: NodeView) -> None:
+        self._view = view
+
+    # -- reads -------------------------------------------------------------------------------
+    async def DescribeCluster(self, request: pb.DescribeClusterRequest,
+                              context: grpc.aio.ServicerContext) -> pb.DescribeClusterResponse:
+        image = self._view.image
+        nodes = [common.NodeInfo(id=n.node_id, address=n.address, epoch=n.epoch, alive=n.alive)
+                 for n in image.nodes()]
+        partitions = [p for t in image.topics() for p in image.partitions(t.topic_id)]
+        return pb.DescribeClusterResponse(
+            cluster_id="millpond", nodes=nodes, controller=self._view.controller_id(),
+            controller_voters=self._view.controller_voters(),
+            topics=[topic_info(self._view, t) for t in image.topics()] if request.include_topics else [],
+            under_replicated_partitions=sum(1 for p in partitions if len(p.isr) < len(p.replicas)),
+            offline_partitions=sum(1 for p in partitions if p.leader == 0),
+        )
+
+    async def ListTopics(self, request: pb.ListTopicsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListTopicsResponse:
+        return pb.ListTopicsResponse(names=sorted(t.name for t in self._view.image.topics()))
+
+    async def DescribeTopic(self, request: pb.DescribeTopicRequest,
+                            context: grpc.aio.ServicerContext) -> common.TopicInfo:
+        topic = self._view.image.topic(request.name)
+        if topic is None:
+            raise errors.UnknownTopic(f"topic {request.name!r} does not exist")
+        offsets = await self._leader_offsets(topic)
+        return topic_info(self._view, topic, offsets)
+
+    async def _leader_offsets(self, topic: TopicState) -> dict[int, tuple[int, int]]:
+        """(log start, high watermark) of each partition, asked of its leader."""
+        states = self._view.image.partitions(topic.topic_id)
+        results = await asyncio.gather(*(self._offsets_of(topic.name, s.partition, s.group, s.leader)
+                                         for s in states))
+        return {s.group: r for s, r in zip(states, results, strict=True)}
+
+    async def _offsets_of(self, name: str, partition: int, group: int, leader: int) -> tuple[int, int]:
+        local = self._view.local_partition(group)
+        if local is not None and local.replica.raft.role == Role.LEADER:
+            return local.log_start_offset, local.high_watermark
+        address = self._view.address_of(leader) if leader else ""
+        if not address:
+            return -1, -1
+        stub = broker_pb2_grpc.BrokerStub(self._view.channel(address))
+        try:
+            start, end = await asyncio.gather(
+                stub.ListOffsets(broker_pb2.ListOffsetsRequest(topic=name, partition=partition,
+                                                               earliest=True), timeout=_OFFSETS_TIMEOUT_S),
+                stub.ListOffsets(broker_pb2.ListOffsetsRequest(topic=name, partition=partition,
+                                                               latest=True), timeout=_OFFSETS_TIMEOUT_S),
+            )
+        except grpc.aio.AioRpcError:
+            return -1, -1
+        return start.offset, end.offset
+
+    # -- writes (controller) ------------------------------------------------------------------------
+    async def CreateTopic(self, request: pb.CreateTopicRequest,
+                          context: grpc.aio.ServicerContext) -> pb.CreateTopicResponse:
+        controller = self._controller_or_none(context)
+        if controller is None:
+            return await self._forward("CreateTopic", request, pb.CreateTopicResponse, context)
+        topic = await controller.create_topic(request.name, request.partitions,
+                                              request.replication_factor, dict(request.config))
+        return pb.CreateTopicResponse(topic=topic_info(self._view, topic))
+
+    async def DeleteTopic(self, request: pb.DeleteTopicRequest,
+                          context: grpc.aio.ServicerContext) -> pb.DeleteTopicResponse:
+        controller = self._controller_or_none(context)
+        if controller is None:
+            return await self._forward("DeleteTopic", request, pb.DeleteTopicResponse, context)
+        await controller.delete_topic(request.name)
+        return pb.DeleteTopicResponse()
+
+    async def AlterPartitions(self, request: pb.AlterPartitionsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.AlterPartitionsResponse:
+        controller = self._controller_or_none(context)
+        if controller is None:
+            return await self._forward("AlterPartitions", request, pb.AlterPartitionsResponse, context)
+        topic = await controller.alter_partitions(request.name, request.partitions)
+        return pb.AlterPartitionsResponse(topic=topic_info(self._view, topic))
+
+    def _controller_or_none(self, context: grpc.aio.ServicerContext) -> ActiveController | None:
+        controller = self._view.controller
+        if controller is not None:
+            return controller
+        forwarded = any(key == FORWARDED_KEY for key, _ in (context.invocation_metadata() or ()))
+        if forwarded:
+            leader = self._view.controller_id()
+            raise errors.NotController("this node is not the active controller", leader,
+                                       self._view.address_of(leader) if leader else "")
+        return None
+
+    async def _forward(self, method: str, request: object, response_type: type[T],
+                          context: grpc.aio.ServicerContext) -> T:
+        leader = self._view.controller_id()
+        if not leader or leader == self._view.node_id:
+            raise errors.Unavailable("no active controller is known yet; retry shortly")
+        stub = pb_grpc.AdminStub(self._view.channel(self._view.address_of(leader)))
+        remaining = context.time_remaining()
+        try:
+            response: T = await getattr(stub, method)(
+                request, timeout=min(remaining, 30.0) if remaining else 30.0,
+                metadata=((FORWARDED_KEY, "1"),))
+        except grpc.aio.AioRpcError as exc:
+            raise errors.from_rpc_error(exc) from exc
+        return response
