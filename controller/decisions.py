@@ -204,7 +204,9 @@ def reconcile_actions(partition: PartitionState, leader: int, report: LeaderRepo
     """What the leader of ``partition`` should do to bring its Raft members to the desired replicas.
 
     In order: add the first desired node that is not a member, if it is live
-    (a dead one is waited for: the controller re-plans it); once every desired
+    (a dead one is waited for: the controller re-plans it); ask again for a
+    desired node that is still a learner (the leader promotes it once it has
+    caught up); once every desired
     node is a voter in sync, remove the first member that is not desired
     (others before the leader itself). Nothing when the members are as desired.
     """
@@ -216,6 +218,10 @@ def reconcile_actions(partition: PartitionState, leader: int, report: LeaderRepo
             return [LeaderAction(partition.group, ActionKind.ADD_REPLICA, node_id)]
     if missing:
         return []
+    learners = [n for n in desired if n in report.learners]
+    if learners:
+        # Repeated until the leader has promoted it (it does so once the learner caught up).
+        return [LeaderAction(partition.group, ActionKind.ADD_REPLICA, learners[0])]
     in_sync = set(report.in_sync) | {leader}
     if any(n not in report.voters or n not in in_sync for n in desired):
         return []

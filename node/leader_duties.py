@@ -42,6 +42,7 @@ def carry_out(actions: list[LeaderAction], host: RaftHost) -> None:
             continue
         raft = replica.raft
         membership = raft.membership
+        log.debug("carrying out %s (members %s)", action, membership)
         try:
             if action.kind == ActionKind.TRANSFER_LEADER:
                 raft.transfer_leader(action.node)

@@ -297,7 +297,10 @@ class Node:
                 self._controller = None
             if self._controller is not None:
                 try:
-                    await self._controller.tick()
+                    results = await self._controller.tick()
+                    for result in results:
+                        log.info("controller: %s -> %s", result.record,
+                                 "ok" if result.ok else result.error)
                 except errors.NotController:
                     self._controller = None
                 except errors.MillpondError as exc:
@@ -353,11 +356,27 @@ def _action(proto: internal.LeaderAction) -> LeaderAction:
     return LeaderAction(group=proto.group, kind=ActionKind(kind_name), node=getattr(proto, kind_name))
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: print every asyncio task's stack to stderr (a debugging aid for stuck nodes)."""
+    import sys
+
+    for task in asyncio.all_tasks():
+        chain, awaited = [], task.get_coro()
+        while awaited is not None and len(chain) < 64:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        print(f"--- task {task.get_name()}: {' -> '.join(chain)}", file=sys.stderr)
+    sys.stderr.flush()
+
+
 async def serve(config: NodeConfig) -> None:
     """Run a node until SIGTERM/SIGINT."""
     node = Node(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     with contextlib.suppress(asyncio.CancelledError):
         await node.run()

@@ -162,11 +162,14 @@ class RaftHost:
             return
         self._stats["rounds"] += 1
         self._stats["readies"] += len(batch)
-        # Rule 1: persist everything of this round, durably, in one group commit.
+        # Rule 1: persist everything of this round, durably, in one group commit. A Ready
+        # whose only change is the commit index is not written at all: Raft can relearn the
+        # commit index after a restart, and every LMDB commit costs an fsync that would sit
+        # on the acks=all path. The stored commit index is refreshed with the next write.
         writes = [
             replica.log.write(rd.hard_state, rd.entries, rd.snapshot)
             for replica, rd in batch
-            if rd.hard_state is not None or rd.entries or rd.snapshot is not None
+            if rd.must_sync or rd.entries or rd.snapshot is not None
         ]
         if writes:
             await asyncio.gather(*writes)

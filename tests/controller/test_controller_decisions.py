@@ -79,7 +79,8 @@ def test_reconcile_adds_then_removes_one_member_at_a_time() -> None:
     # The new node is dead: wait (the controller re-plans it).
     assert decisions.reconcile_actions(moving, 1, LeaderReport(G, 1, (1, 2, 3)), frozenset({1, 2})) == []
     learner = LeaderReport(G, 1, (1, 2, 3), learners=(4,), in_sync=(2, 4))
-    assert decisions.reconcile_actions(moving, 1, learner, LIVE) == []
+    # Still a learner: the leader is asked again (it promotes it once caught up).
+    assert decisions.reconcile_actions(moving, 1, learner, LIVE) == [ADD_4]
     lagging_voter = LeaderReport(G, 1, (1, 2, 3, 4), in_sync=(2,))
     assert decisions.reconcile_actions(moving, 1, lagging_voter, LIVE) == []
     ready = LeaderReport(G, 1, (1, 2, 3, 4), in_sync=(2, 4))

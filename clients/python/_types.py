@@ -1,0 +1,149 @@
+"""The values the client hands to users: plain immutable data, no protobuf objects.
+
+Records are ``NamedTuple`` s (a consumer builds one per record; a named tuple
+builds several times faster than a frozen dataclass); descriptions of the
+cluster are frozen dataclasses built from the API's messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
+
+from millpond.v1 import admin_pb2, common_pb2
+
+Header = tuple[str, bytes | None]
+"""A record header: a text key and a nullable bytes value. Keys may repeat; order is kept."""
+
+
+class TopicPartition(NamedTuple):
+    """One partition of one topic."""
+
+    topic: str
+    partition: int
+
+
+class RecordMetadata(NamedTuple):
+    """Where an acknowledged record landed.
+
+    ``offset`` is -1 for ``acks=0`` (the broker answered before appending).
+    ``timestamp_ms`` is the record's create time as sent.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+class ConsumerRecord(NamedTuple):
+    """A record read from a partition."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDescription:
+    """A node as the cluster metadata describes it."""
+
+    id: int
+    address: str
+    epoch: int
+    alive: bool
+
+    @classmethod
+    def from_proto(cls, node: common_pb2.NodeInfo) -> NodeDescription:
+        return cls(id=node.id, address=node.address, epoch=node.epoch, alive=node.alive)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionDescription:
+    """One partition: its leader (0 if none), replicas, in-sync replicas and offsets."""
+
+    partition: int
+    leader: int
+    leader_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    log_start_offset: int
+    high_watermark: int
+
+    @classmethod
+    def from_proto(cls, info: common_pb2.PartitionInfo) -> PartitionDescription:
+        return cls(
+            partition=info.partition,
+            leader=info.leader,
+            leader_epoch=info.leader_epoch,
+            replicas=tuple(info.replicas),
+            isr=tuple(info.isr),
+            log_start_offset=info.log_start_offset,
+            high_watermark=info.high_watermark,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    """A topic with all its partitions (sorted by partition number) and its configuration."""
+
+    name: str
+    topic_id: int
+    replication_factor: int
+    partitions: tuple[PartitionDescription, ...]
+    config: Mapping[str, str]
+
+    @classmethod
+    def from_proto(cls, info: common_pb2.TopicInfo) -> TopicDescription:
+        partitions = sorted((PartitionDescription.from_proto(p) for p in info.partitions),
+                            key=lambda p: p.partition)
+        return cls(
+            name=info.name,
+            topic_id=info.topic_id,
+            replication_factor=info.replication_factor,
+            partitions=tuple(partitions),
+            config=MappingProxyType(dict(info.config)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDescription:
+    """Nodes, the active controller (0 if none), and optionally every topic."""
+
+    cluster_id: str
+    nodes: tuple[NodeDescription, ...]
+    controller: int
+    controller_voters: tuple[int, ...]
+    topics: tuple[TopicDescription, ...]
+    under_replicated_partitions: int
+    offline_partitions: int
+
+    @classmethod
+    def from_proto(cls, response: admin_pb2.DescribeClusterResponse) -> ClusterDescription:
+        return cls(
+            cluster_id=response.cluster_id,
+            nodes=tuple(sorted((NodeDescription.from_proto(n) for n in response.nodes), key=lambda n: n.id)),
+            controller=response.controller,
+            controller_voters=tuple(response.controller_voters),
+            topics=tuple(sorted((TopicDescription.from_proto(t) for t in response.topics),
+                                key=lambda t: t.name)),
+            under_replicated_partitions=response.under_replicated_partitions,
+            offline_partitions=response.offline_partitions,
+        )
+
+    @property
+    def ready(self) -> bool:
+        """True if a controller is active, every known node is alive, and every partition has a leader."""
+        return (
+            self.controller != 0
+            and bool(self.nodes)
+            and all(node.alive for node in self.nodes)
+            and self.offline_partitions == 0
+            and all(p.leader != 0 for topic in self.topics for p in topic.partitions)
+        )

@@ -1,0 +1,196 @@
+"""The asynchronous admin client: cluster metadata and topic administration.
+
+Any node answers an admin call; writes are forwarded by that node to the
+active controller and return once the metadata log committed them. Reads are
+retried on any retriable error; writes (create, delete, alter) are retried
+only where the error says the request was not carried out (a node that could
+not be reached, no controller yet, a redirect). A write that timed out is not
+retried: it may or may not have taken effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from millpond.client._backoff import Backoff
+from millpond.client._config import ClientConfig, parse_bootstrap
+from millpond.client._connection import Connections, call
+from millpond.client._metadata import MetadataCache
+from millpond.client._types import ClusterDescription, TopicDescription
+from millpond.errors import MillpondError, NotController, RequestTimeout, ResourceExhausted, Unavailable
+from millpond.v1 import admin_pb2, admin_pb2_grpc
+
+__all__ = ["AsyncAdmin"]
+
+Response = TypeVar("Response")
+_Method = Callable[[admin_pb2_grpc.AdminStub], Callable[..., Any]]
+
+
+class AsyncAdmin:
+    """Administers topics and describes the cluster. Use on one event loop; ``async with`` closes it.
+
+    ``bootstrap`` is ``"host:port[,host:port...]"`` or a list of addresses;
+    calls go to the node that answered last, failing over to the others.
+    Every call may also raise :class:`~millpond.errors.Unavailable` (no node
+    answered within ``request_timeout_ms``, or the cluster has no controller)
+    and ``RuntimeError`` after :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Sequence[str],
+        config: ClientConfig | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config or ClientConfig()
+        self._connections = Connections()
+        self._metadata = MetadataCache(
+            parse_bootstrap(bootstrap if isinstance(bootstrap, str) else tuple(bootstrap)),
+            self._connections,
+            request_timeout_ms=self._config.request_timeout_ms,
+        )
+        self._backoff = Backoff(self._config.retry_backoff_ms, self._config.retry_backoff_ms_max)
+        self._rng = rng or random.Random()
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncAdmin:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- reads -----------------------------------------------------------------------
+    async def describe_cluster(self, include_topics: bool = False) -> ClusterDescription:
+        """Nodes, the active controller (0 if none), under-replicated and offline partition counts,
+        and every topic if ``include_topics``. Raises only the errors common to every call."""
+        request = admin_pb2.DescribeClusterRequest(include_topics=include_topics)
+        response: admin_pb2.DescribeClusterResponse = await self._call(
+            lambda stub: stub.DescribeCluster, request, idempotent=True
+        )
+        if include_topics:
+            self._metadata.apply(response)
+        return ClusterDescription.from_proto(response)
+
+    async def list_topics(self) -> list[str]:
+        """Names of all topics, sorted. Raises only the errors common to every call."""
+        response: admin_pb2.ListTopicsResponse = await self._call(
+            lambda stub: stub.ListTopics, admin_pb2.ListTopicsRequest(), idempotent=True
+        )
+        return sorted(response.names)
+
+    async def describe_topic(self, name: str) -> TopicDescription:
+        """One topic: per partition its leader, replicas, ISR, log start offset and high watermark.
+
+        Raises :class:`~millpond.errors.UnknownTopic` if there is no such topic.
+        """
+        info = await self._call(
+            lambda stub: stub.DescribeTopic, admin_pb2.DescribeTopicRequest(name=name), idempotent=True
+        )
+        return TopicDescription.from_proto(info)
+
+    # --- writes ------------------------------------------------------------------------
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        replication_factor: int,
+        config: Mapping[str, str] | None = None,
+    ) -> TopicDescription:
+        """Create a topic and return it as created.
+
+        Raises :class:`~millpond.errors.TopicExists` if the name is taken;
+        :class:`~millpond.errors.InvalidTopicName` for a bad name (1-200
+        characters of ``[A-Za-z0-9._-]``, not ``.``/``..``, not starting with
+        ``__``); :class:`~millpond.errors.InvalidConfig` for an unknown or bad
+        config key; :class:`~millpond.errors.InvalidRequest` for a bad partition
+        count or replication factor; :class:`~millpond.errors.ReplicationFactorTooLarge`
+        if it exceeds the live nodes; :class:`~millpond.errors.RequestTimeout`
+        if no answer came in time, in which case the topic may or may not have
+        been created.
+        """
+        request = admin_pb2.CreateTopicRequest(
+            name=name, partitions=partitions, replication_factor=replication_factor, config=dict(config or {})
+        )
+        response: admin_pb2.CreateTopicResponse = await self._call(
+            lambda stub: stub.CreateTopic, request, idempotent=False
+        )
+        return TopicDescription.from_proto(response.topic)
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic and its data.
+
+        Raises :class:`~millpond.errors.UnknownTopic` if there is no such topic;
+        :class:`~millpond.errors.RequestTimeout` if no answer came in time (the
+        topic may or may not have been deleted).
+        """
+        await self._call(lambda stub: stub.DeleteTopic, admin_pb2.DeleteTopicRequest(name=name),
+                         idempotent=False)
+
+    async def alter_partitions(self, name: str, partitions: int) -> TopicDescription:
+        """Grow ``name`` to ``partitions`` partitions in total; existing data stays where it is.
+
+        Keys map to partitions by ``murmur2(key) % partitions``, so after a
+        change new records of a key may go to another partition than its older
+        ones. Raises :class:`~millpond.errors.PartitionCountDecrease` if the
+        count would not grow; :class:`~millpond.errors.UnknownTopic`;
+        :class:`~millpond.errors.InvalidRequest` beyond the partition limit;
+        :class:`~millpond.errors.RequestTimeout` if no answer came in time (the
+        change may or may not have been made).
+        """
+        request = admin_pb2.AlterPartitionsRequest(name=name, partitions=partitions)
+        response: admin_pb2.AlterPartitionsResponse = await self._call(
+            lambda stub: stub.AlterPartitions, request, idempotent=False
+        )
+        return TopicDescription.from_proto(response.topic)
+
+    # --- plumbing ------------------------------------------------------------------------
+    async def _call(self, method: _Method, request: Any, *, idempotent: bool) -> Any:
+        """Run an Admin RPC on any node, retrying what is safe to retry until ``request_timeout_ms``."""
+        if self._closed:
+            raise RuntimeError("the admin client is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.request_timeout_ms / 1000
+        skip: tuple[type[MillpondError], ...] = (
+            (Unavailable, RequestTimeout) if idempotent else (Unavailable,)
+        )
+        redirect: str | None = None
+        attempt = 0
+
+        def timeout_s() -> float:
+            return max(0.001, deadline - loop.time())
+
+        async def attempt_on(address: str) -> Any:
+            return await call(method(self._connections.admin(address)), request, timeout_s())
+
+        while True:
+            try:
+                if redirect is not None:
+                    address, redirect = redirect, None
+                    return await attempt_on(address)
+                return await self._metadata.call_any(attempt_on, skip)
+            except NotController as exc:
+                if exc.leader_address and attempt == 0:
+                    redirect = exc.leader_address
+                    attempt += 1
+                    continue
+                error: MillpondError = exc
+            except (Unavailable, ResourceExhausted) as exc:
+                error = exc
+            except RequestTimeout as exc:
+                if not idempotent:
+                    raise
+                error = exc
+            if loop.time() >= deadline:
+                raise error
+            await asyncio.sleep(min(self._backoff.delay_ms(attempt, self._rng, error) / 1000, timeout_s()))
+            attempt += 1
+
+    async def close(self) -> None:
+        """Close every connection. Idempotent."""
+        self._closed = True
+        await self._metadata.close()
+        await self._connections.close()

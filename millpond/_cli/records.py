@@ -1,0 +1,163 @@
+"""``millpond produce`` (stdin lines to records) and ``millpond consume`` (records to stdout)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
+from millpond._cli.common import CommandError, json_bytes, parse_pairs, text_bytes
+from millpond.client import (
+    AsyncAdmin,
+    AsyncConsumer,
+    AsyncProducer,
+    ClientConfig,
+    ConsumerConfig,
+    ConsumerRecord,
+    ProducerConfig,
+    RecordMetadata,
+)
+from millpond.errors import MillpondError, UnknownPartition
+
+_STDIN_CHUNK_BYTES = 64 * 1024
+#: How long an interrupted or failed produce waits for records already sent.
+_CLOSE_TIMEOUT_S = 5.0
+
+
+async def _stdin_lines(stream: BinaryIO) -> AsyncIterator[bytes]:
+    """Lines of ``stream`` without their line ending; reads in a thread, a chunk at a time."""
+    loop = asyncio.get_running_loop()
+    read = getattr(stream, "read1", stream.read)
+    pending = b""
+    while True:
+        chunk: bytes = await loop.run_in_executor(None, read, _STDIN_CHUNK_BYTES)
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line[:-1] if line.endswith(b"\r") else line
+    if pending:
+        yield pending[:-1] if pending.endswith(b"\r") else pending
+
+
+def produce(args: argparse.Namespace) -> int:
+    """One record per stdin line; with ``--key-separator``, the text before the first separator is the key."""
+    headers = [(key, value.encode()) for key, value in parse_pairs(args.header, "--header")]
+    separator = args.key_separator.encode() if args.key_separator else None
+    config = ProducerConfig(acks=args.acks)
+    failures: list[BaseException] = []
+
+    def acknowledged(future: asyncio.Future[RecordMetadata], key: bytes | None) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            failures.append(error)
+        elif args.print_acks:
+            ack = future.result()
+            sys.stdout.write(f"{ack.partition}\t{ack.offset}\t{text_bytes(key)}\n")
+
+    async def run() -> int:
+        sent = 0
+        producer = AsyncProducer(args.bootstrap, config)
+        try:
+            futures: list[asyncio.Future[RecordMetadata]] = []
+            async for line in _stdin_lines(sys.stdin.buffer):
+                key: bytes | None = None
+                value = line
+                if separator is not None and separator in line:
+                    key, value = line.split(separator, 1)
+                future = await producer.send(args.topic, value, key=key, headers=headers)
+                future.add_done_callback(lambda f, k=key: acknowledged(f, k))  # type: ignore[misc]
+                futures.append(future)
+                sent += 1
+                if len(futures) >= 10_000:  # keep memory bounded: drop completed futures
+                    futures = [f for f in futures if not f.done()]
+            await producer.flush()
+            if futures:
+                await asyncio.wait(futures)
+        finally:
+            await producer.close(timeout_s=_CLOSE_TIMEOUT_S)  # immediate after a flush; bounded on errors
+        sys.stdout.flush()
+        return sent
+
+    sent = asyncio.run(run())
+    if failures:
+        first = failures[0]
+        detail = first.message if isinstance(first, MillpondError) else str(first)
+        raise CommandError(f"{len(failures)} of {sent} records failed: {type(first).__name__}: {detail}")
+    return 0
+
+
+def _format_record(record: ConsumerRecord, form: str) -> bytes:
+    if form == "json":
+        return (json.dumps({
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "timestamp": record.timestamp_ms,
+            "key": json_bytes(record.key),
+            "value": json_bytes(record.value),
+            "headers": [[key, json_bytes(value)] for key, value in record.headers],
+        }) + "\n").encode()
+    return (record.value or b"") + b"\n"
+
+
+def consume(args: argparse.Namespace) -> int:
+    """Print records of a topic (all partitions, or one) from the end, the beginning, or an offset."""
+    if args.offset is not None and args.partition is None:
+        raise CommandError("--offset needs --partition")
+    if args.from_beginning and args.offset is not None:
+        raise CommandError("--from-beginning and --offset exclude each other")
+    explicit = args.offset is not None and args.offset not in ("earliest", "latest")
+    reset = "none" if explicit else ("earliest" if args.from_beginning else "latest")
+    config = ConsumerConfig(auto_offset_reset=reset)  # type: ignore[arg-type]
+    out = sys.stdout.buffer
+
+    async def run() -> None:
+        async with AsyncAdmin(args.bootstrap, ClientConfig()) as admin:
+            topic = await admin.describe_topic(args.topic)
+        count = len(topic.partitions)
+        if args.partition is not None and not 0 <= args.partition < count:
+            raise UnknownPartition(
+                f"topic {args.topic!r} has {count} partitions, no partition {args.partition}"
+            )
+        partitions = [args.partition] if args.partition is not None else list(range(count))
+        async with AsyncConsumer(args.bootstrap, config) as consumer:
+            consumer.assign([(args.topic, p) for p in partitions])
+            if args.from_beginning or args.offset == "earliest":
+                await consumer.seek_to_beginning()
+            elif args.offset is None or args.offset == "latest":
+                await consumer.seek_to_end()
+            else:
+                consumer.seek((args.topic, args.partition), int(args.offset))
+            printed = 0
+            idle_since = time.monotonic()
+            while args.max_messages is None or printed < args.max_messages:
+                wait_ms = 1000
+                if args.timeout_ms is not None:
+                    wait_ms = int((idle_since + args.timeout_ms / 1000 - time.monotonic()) * 1000)
+                    if wait_ms <= 0:
+                        break
+                wanted = 500 if args.max_messages is None else min(500, args.max_messages - printed)
+                records = await consumer.poll(timeout_ms=min(wait_ms, 1000), max_records=wanted)
+                if records:
+                    idle_since = time.monotonic()
+                    out.write(b"".join(_format_record(r, args.format) for r in records))
+                    out.flush()
+                    printed += len(records)
+
+    asyncio.run(run())
+    return 0
+
+
+def offset_argument(text: str) -> str:
+    """``--offset``: a non-negative integer, ``earliest`` or ``latest``."""
+    if text in ("earliest", "latest") or (text.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"must be an offset >= 0, 'earliest' or 'latest', got {text!r}")
