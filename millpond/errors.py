@@ -6,7 +6,8 @@
     ├── InvalidRequest                 INVALID_ARGUMENT   bad names, counts, sizes, configs
     │   ├── InvalidTopicName
     │   ├── InvalidConfig
-    │   ├── InvalidRecordBatch         malformed batch (bad CRC: reason CORRUPT_BATCH)
+    │   ├── InvalidRecordBatch         malformed batch
+    │   │   └── CorruptRecordBatch     CRC mismatch: damaged in transit? retriable
     │   └── BatchTooLarge
     ├── PartitionCountDecrease         INVALID_ARGUMENT   partitions can only grow
     ├── ReplicationFactorTooLarge      FAILED_PRECONDITION  more replicas than live nodes
@@ -82,6 +83,12 @@ class InvalidRecordBatch(InvalidRequest):
     """A record batch is malformed or its CRC does not match."""
 
     code, reason = 13, "INVALID_RECORD_BATCH"
+
+
+class CorruptRecordBatch(InvalidRecordBatch):
+    """A record batch's CRC does not match its bytes; resending an intact copy may succeed."""
+
+    code, reason, retriable = 17, "CORRUPT_BATCH", True
 
 
 class BatchTooLarge(InvalidRequest):

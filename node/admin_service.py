@@ -10,6 +10,7 @@ controller: served here if this node is it, otherwise forwarded once to it
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 import grpc
@@ -27,6 +28,12 @@ T = TypeVar("T")
 
 FORWARDED_KEY = "millpond-forwarded"
 _OFFSETS_TIMEOUT_S = 2.0
+_CATCH_UP_TIMEOUT_S = 5.0
+
+
+def _partition_count(image: MetadataImage, name: str) -> int:
+    topic = image.topic(name)
+    return topic.partition_count if topic is not None else 0
 
 
 class NodeView(Protocol):
@@ -49,6 +56,10 @@ class NodeView(Protocol):
     def local_partition(self, group: int) -> PartitionMachine | None: ...
 
     def channel(self, address: str) -> grpc.aio.Channel: ...
+
+    async def wait_metadata(self, condition: Callable[[MetadataImage], bool], timeout_s: float) -> bool:
+        """Wait until this node's image satisfies ``condition``; False on timeout."""
+        ...
 
 
 def topic_info(view: NodeView, topic: TopicState,
@@ -136,7 +147,9 @@ class AdminService(pb_grpc.AdminServicer):
                           context: grpc.aio.ServicerContext) -> pb.CreateTopicResponse:
         controller = self._controller_or_none(context)
         if controller is None:
-            return await self._forward("CreateTopic", request, pb.CreateTopicResponse, context)
+            created = await self._forward("CreateTopic", request, pb.CreateTopicResponse, context)
+            await self._caught_up(lambda image: image.topic_by_id(created.topic.topic_id) is not None)
+            return created
         topic = await controller.create_topic(request.name, request.partitions,
                                               request.replication_factor, dict(request.config))
         return pb.CreateTopicResponse(topic=topic_info(self._view, topic))
@@ -145,7 +158,9 @@ class AdminService(pb_grpc.AdminServicer):
                           context: grpc.aio.ServicerContext) -> pb.DeleteTopicResponse:
         controller = self._controller_or_none(context)
         if controller is None:
-            return await self._forward("DeleteTopic", request, pb.DeleteTopicResponse, context)
+            deleted = await self._forward("DeleteTopic", request, pb.DeleteTopicResponse, context)
+            await self._caught_up(lambda image: image.topic(request.name) is None)
+            return deleted
         await controller.delete_topic(request.name)
         return pb.DeleteTopicResponse()
 
@@ -153,7 +168,9 @@ class AdminService(pb_grpc.AdminServicer):
                               context: grpc.aio.ServicerContext) -> pb.AlterPartitionsResponse:
         controller = self._controller_or_none(context)
         if controller is None:
-            return await self._forward("AlterPartitions", request, pb.AlterPartitionsResponse, context)
+            altered = await self._forward("AlterPartitions", request, pb.AlterPartitionsResponse, context)
+            await self._caught_up(lambda image: _partition_count(image, request.name) >= request.partitions)
+            return altered
         topic = await controller.alter_partitions(request.name, request.partitions)
         return pb.AlterPartitionsResponse(topic=topic_info(self._view, topic))
 
@@ -167,6 +184,11 @@ class AdminService(pb_grpc.AdminServicer):
             raise errors.NotController("this node is not the active controller", leader,
                                        self._view.address_of(leader) if leader else "")
         return None
+
+    async def _caught_up(self, condition: Callable[[MetadataImage], bool]) -> None:
+        """After a forwarded write: let this node apply it too, so that a client reading from
+        the node it wrote through sees its own write (bounded; later reads may still race)."""
+        await self._view.wait_metadata(condition, _CATCH_UP_TIMEOUT_S)
 
     async def _forward(self, method: str, request: object, response_type: type[T],
                           context: grpc.aio.ServicerContext) -> T:

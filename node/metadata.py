@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 from millpond.controller import ApplyResult, MetadataImage
@@ -19,6 +21,7 @@ class MetadataMachine:
     def __init__(self, on_change: Callable[[ApplyResult | None], None]) -> None:
         self.image = MetadataImage()
         self._on_change = on_change
+        self._waiters: list[asyncio.Future[None]] = []
 
     def apply(self, entry: Entry) -> object:
         if entry.kind != EntryKind.CONTROL:
@@ -27,7 +30,24 @@ class MetadataMachine:
         result = self.image.apply(entry.index, entry.data)
         if result.ok:
             self._on_change(result)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
         return result
+
+    async def wait_until(self, condition: Callable[[MetadataImage], bool], timeout_s: float) -> bool:
+        """Wait until ``condition(image)`` holds after some applied record; False on timeout."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not condition(self.image):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, remaining)
+        return True
 
     def restore(self, snapshot: Snapshot) -> None:
         self.image = MetadataImage.restore(snapshot.data) if snapshot.data else MetadataImage()

@@ -20,6 +20,7 @@ import logging
 import secrets
 import signal
 import time
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -131,6 +132,9 @@ class Node:
             channel = grpc.aio.insecure_channel(address, options=channel_options())
             self._channels[address] = channel
         return channel
+
+    async def wait_metadata(self, condition: Callable[[MetadataImage], bool], timeout_s: float) -> bool:
+        return await self._metadata.wait_until(condition, timeout_s)
 
     def leader_partition(self, topic: str, partition: int) -> PartitionMachine:
         """The local replica of ``topic``/``partition`` if this node leads it (see BrokerService)."""
@@ -260,7 +264,6 @@ class Node:
         assert replica is not None
         try:
             index, term = replica.propose([data], EntryKind.CONTROL)
-            self.host.mark(METADATA_GROUP)
             result = await replica.wait_applied(index, term)
         except errors.NotLeader as exc:
             leader = self.controller_id()

@@ -110,9 +110,9 @@ class PartitionMachine:
         """Validate, stamp and propose ``batch``; return (base offset, Raft index, term).
 
         Raises :class:`errors.NotLeader`, :class:`errors.Unavailable`,
-        :class:`errors.BatchTooLarge` and :class:`errors.InvalidRecordBatch`
-        (reason ``CORRUPT_BATCH`` in the message for a CRC mismatch). Nothing is
-        appended when it raises.
+        :class:`errors.BatchTooLarge`, :class:`errors.CorruptRecordBatch` (CRC
+        mismatch) and :class:`errors.InvalidRecordBatch`. Nothing is appended
+        when it raises.
         """
         raft = self.replica.raft
         if raft.role != Role.LEADER:
@@ -124,7 +124,7 @@ class PartitionMachine:
             header = validate_batch(batch, max_bytes=limits.batch_bytes_max,
                                     max_records=limits.batch_records_max)
         except CorruptBatch as exc:
-            raise errors.InvalidRecordBatch(f"corrupt batch: {exc}") from exc
+            raise errors.CorruptRecordBatch(f"corrupt batch: {exc}") from exc
         except InvalidBatch as exc:
             raise errors.InvalidRecordBatch(f"invalid batch: {exc}") from exc
         if self._next_offset_term != raft.term:

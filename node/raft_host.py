@@ -86,7 +86,7 @@ class RaftHost:
         config = Config(id=self.node_id, election_ticks=self._election_ticks,
                         **config_overrides)  # type: ignore[arg-type]
         raft = Raft(config, group_log, self._rng)
-        replica = Replica(group, raft, group_log)
+        replica = Replica(group, raft, group_log, lambda: self.mark(group))
         replica.machine = machine_factory(replica)
         self._replicas[group] = replica
         self.mark(group)

@@ -16,7 +16,7 @@ caller abandons (deadline) leaves the entry where it is: it may still commit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from millpond import errors
@@ -93,10 +93,11 @@ class _Waiters:
 class Replica:
     """A hosted group. Not thread-safe: only the node's event loop touches it."""
 
-    def __init__(self, group: int, raft: Raft, log: GroupLog) -> None:
+    def __init__(self, group: int, raft: Raft, log: GroupLog, on_work: Callable[[], None]) -> None:
         self.group = group
         self.raft = raft
         self.log = log
+        self._on_work = on_work
         self.machine: StateMachine = _NoMachine()
         self._persisted = _Waiters()
         self._applied = _Waiters()
@@ -120,6 +121,7 @@ class Replica:
             raise errors.Unavailable(str(exc)) from exc
         except InvalidProposal as exc:
             raise errors.InvalidRequest(str(exc)) from exc
+        self._on_work()
         return last, self.raft.term
 
     def wait_persisted(self, index: int, term: int) -> asyncio.Future[object]:
