@@ -36,7 +36,7 @@ from millpond.controller import (
     LeaderAction,
     MetadataImage,
 )
-from millpond.invariant import InvariantViolation
+from millpond.invariant import InvariantViolation, invariant
 from millpond.node.admin_service import AdminService
 from millpond.node.broker_service import BrokerService
 from millpond.node.channels import channel_options, server_options
@@ -106,8 +106,8 @@ class Node:
 
     @property
     def host(self) -> RaftHost:
-        assert self._host is not None, "node not started"
-        return self._host
+        invariant(self._host is not None, "node not started", node=self.node_id)
+        return self._host  # type: ignore[return-value]
 
     def controller_id(self) -> int:
         replica = self._metadata_replica
@@ -261,7 +261,8 @@ class Node:
     # -- the active controller ------------------------------------------------------------------
     async def _propose_metadata(self, data: bytes) -> ApplyResult:
         replica = self._metadata_replica
-        assert replica is not None
+        invariant(replica is not None, "metadata group not hosted", node=self.node_id)
+        assert replica is not None  # for the type checker; invariant() already stopped us
         try:
             index, term = replica.propose([data], EntryKind.CONTROL)
             result = await replica.wait_applied(index, term)
@@ -269,8 +270,8 @@ class Node:
             leader = self.controller_id()
             raise errors.NotController("this node stopped being the active controller", leader,
                                        self.address_of(leader) if leader else "") from exc
-        assert isinstance(result, ApplyResult)
-        return result
+        invariant(isinstance(result, ApplyResult), "metadata apply returned no ApplyResult")
+        return result  # type: ignore[return-value]
 
     def _leads_metadata(self) -> bool:
         replica = self._metadata_replica

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from millpond import errors
+from millpond.invariant import unreachable
 from millpond.raft import Entry, EntryKind, Raft, Ready, Snapshot, SoftState
 from millpond.raft.errors import InvalidProposal, ProposalDropped
 from millpond.raft.errors import NotLeader as RaftNotLeader
@@ -46,13 +47,13 @@ class _NoMachine:
     """Placeholder until the host attaches the real state machine; applying to it is a bug."""
 
     def apply(self, entry: Entry) -> object:
-        raise AssertionError("replica has no state machine")
+        unreachable("replica has no state machine", index=entry.index)
 
     def restore(self, snapshot: Snapshot) -> None:
-        raise AssertionError("replica has no state machine")
+        unreachable("replica has no state machine", index=snapshot.meta.index)
 
     def on_soft_state(self, soft: SoftState, term: int) -> None:
-        raise AssertionError("replica has no state machine")
+        unreachable("replica has no state machine", term=term)
 
 
 class _Waiters:
