@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from millpond.testing.cluster import LocalCluster
+from millpond.testing.waiting import wait_until
 
 TIMEOUT_S = 120
 
@@ -170,10 +170,7 @@ def test_dev_in_the_foreground_stops_every_node_on_ctrl_c(tmp_path: Path) -> Non
         supervisor.send_signal(signal.SIGINT)
         assert supervisor.wait(TIMEOUT_S) == 0
         assert "stopping the cluster" in supervisor.stderr.read()  # type: ignore[union-attr]
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(_alive(pid) for pid in pids)
+        wait_until(lambda: not any(_alive(pid) for pid in pids), 30, "every node process to exit")
         assert not (data_dir / "dev.json").exists()
     finally:
         if supervisor.poll() is None:

@@ -31,6 +31,7 @@ from millpond.client import (
 from millpond.client._connection import Connections, call
 from millpond.partitioner import partition_for_key
 from millpond.testing.cluster import LocalCluster
+from millpond.testing.waiting import wait_until
 from millpond.v1 import broker_pb2
 
 
@@ -53,20 +54,13 @@ def _create(cluster: LocalCluster, name: str, partitions: int, replication: int 
     """
     with Admin(cluster.bootstrap) as admin:
         admin.create_topic(name, partitions, replication)
-    deadline = time.monotonic() + 60
-    topic = None
-    while time.monotonic() < deadline:
-        try:
-            with Admin(cluster.bootstrap) as admin:
-                topic = admin.describe_topic(name)
-        except errors.UnknownTopic:  # the node that answered has not applied the creation yet
-            time.sleep(0.1)
-            continue
-        if all(p.leader and p.leader == p.replicas[0] for p in topic.partitions):
-            return
-        time.sleep(0.1)
-    if topic is None or not all(p.leader for p in topic.partitions):
-        raise AssertionError(f"topic {name} has partitions without a leader: {topic}")
+    def led_by_preferred() -> bool:
+        with Admin(cluster.bootstrap) as admin:
+            # UnknownTopic until the node that answers has applied the creation: keep polling.
+            topic = admin.describe_topic(name)
+        return all(p.leader and p.leader == p.replicas[0] for p in topic.partitions)
+
+    wait_until(led_by_preferred, 60, f"every partition of {name} led by its preferred replica")
 
 
 async def _consume_all(bootstrap: str, topic: str, partitions: int, count: int) -> list[ConsumerRecord]:
@@ -169,8 +163,8 @@ def test_bad_data_plane_requests_are_refused_precisely(cluster: LocalCluster) ->
             try:
                 return await call(getattr(connections.broker(address), method), request, 30)
             except errors.NotLeader as exc:
+                # Follow the hint (cluster.leader() itself waits until a leader is known).
                 address = exc.leader_address or cluster.address(cluster.leader("strict", 0))
-                await asyncio.sleep(0.1)
         raise AssertionError("the leader kept moving")
 
     async def test() -> None:
@@ -223,8 +217,8 @@ def test_killing_the_leader_while_producing_loses_no_acknowledged_record(tmp_pat
                     if i == 1500:
                         await asyncio.to_thread(cluster.kill, victim)
                         killed_at = time.monotonic()
-                    if i % 100 == 0:
-                        await asyncio.sleep(0.005)
+                    if i % 100 == 0:  # pace the load: let the last send settle (ok or failed)
+                        await asyncio.wait({pending[-1][1]})
                 await producer.flush()
                 for value, future in pending:
                     try:
@@ -250,11 +244,8 @@ def test_killing_the_leader_while_producing_loses_no_acknowledged_record(tmp_pat
         assert recovered_after < 60
 
         cluster.start_node(victim)  # recovers from its LMDB and catches up: back in the ISR
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def full_isr() -> bool:
             with Admin(cluster.bootstrap) as admin:
-                partition = admin.describe_topic("failover").partitions[0]
-            if sorted(partition.isr) == [1, 2, 3]:
-                break
-            time.sleep(0.2)
-        assert sorted(partition.isr) == [1, 2, 3], partition
+                return sorted(admin.describe_topic("failover").partitions[0].isr) == [1, 2, 3]
+
+        wait_until(full_isr, 60, "the restarted node back in the ISR")

@@ -33,7 +33,7 @@ class _Aborting(admin_pb2_grpc.AdminServicer):
         await context.abort(self.status, self.details, trailing_metadata=self.metadata)
 
     async def DescribeTopic(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()  # never answers: the caller's deadline must fire
 
 
 @asynccontextmanager

@@ -14,6 +14,7 @@ from client_fake_cluster import FakeCluster, Fault
 from millpond import errors
 from millpond.client import AsyncProducer, ProducerConfig, RecordMetadata
 from millpond.partitioner import partition_for_key
+from millpond.testing.waiting import wait_until_async
 
 
 def _run(test: Callable[[], Awaitable[Any]]) -> Any:
@@ -257,8 +258,8 @@ def test_flush_sends_lingering_batches_at_once_and_close_fails_what_is_left(fake
     async def test() -> None:
         producer = AsyncProducer(fake.bootstrap, _config(linger_ms=60_000, delivery_timeout_ms=120_000))
         future = await producer.send("t", b"a")
-        await asyncio.sleep(0.05)
-        assert not future.done()  # lingering
+        done, _ = await asyncio.wait({future}, timeout=0.05)
+        assert not done  # lingering
         await producer.flush()
         assert future.result().offset == 0
         fake.call(lambda state: state.down.add(1))
@@ -303,12 +304,13 @@ def test_old_metadata_is_refreshed_in_the_background_and_new_partitions_are_used
                 state.topics["growing"].append(type(state.topics["growing"][0])(leader=2))
 
             fake.call(grow)
-            await asyncio.sleep(0.2)
-            await producer.send("growing", b"v", key=b"key-3")  # starts the refresh
-            for _ in range(100):
-                if producer.statistics().metadata_refreshes >= 2:
-                    break
-                await asyncio.sleep(0.01)
+
+            async def refreshed() -> bool:
+                # Each send after the metadata aged past metadata_max_age_ms starts a refresh.
+                await producer.send("growing", b"v", key=b"key-3")
+                return producer.statistics().metadata_refreshes >= 2
+
+            await wait_until_async(refreshed, 10, "a background metadata refresh")
             ack = await (await producer.send("growing", b"v", key=b"key-3"))
             assert ack.partition == partition_for_key(b"key-3", 2) == 1
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import grpc
 
 from millpond.client import Admin, ClientConfig
 from millpond.testing.cluster import LocalCluster
+from millpond.testing.waiting import wait_until
 from millpond.v1 import broker_pb2 as pb
 from millpond.v1 import broker_pb2_grpc as pb_grpc
 
@@ -18,21 +18,9 @@ FAST = ["--tick-ms", "50", "--heartbeat-interval-ms", "200", "--session-timeout-
         "--replica-lag-ms-max", "1500"]
 
 
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str,
-             interval_s: float = 0.1) -> object:
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
     """Poll ``condition`` until it returns something truthy; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except Exception as exc:  # the cluster is in flux: keep polling
-            last_error = exc
-        else:
-            if result:
-                return result
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last error: {last_error!r}")
+    return wait_until(condition, timeout_s, what)
 
 
 def admin(cluster: LocalCluster) -> Admin:
