@@ -1,0 +1,1 @@
+"""Checkers over chaos histories; Jepsen's error-type names."""

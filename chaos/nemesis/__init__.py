@@ -1,0 +1,1 @@
+"""Seeded, scheduled faults against a chaos cluster."""

@@ -1,0 +1,1 @@
+"""A Toxiproxy-API-compatible TCP fault proxy (asyncio)."""

@@ -1,0 +1,1 @@
+"""Workloads that drive a cluster and record a history."""
