@@ -53,9 +53,9 @@ class NodeView(Protocol):
 
     def address_of(self, node_id: int) -> str: ...
 
-    def local_partition(self, group: int) -> PartitionMachine | None: ...
+    def peer_channel(self, node_id: int) -> grpc.aio.Channel | None: ...
 
-    def channel(self, address: str) -> grpc.aio.Channel: ...
+    def local_partition(self, group: int) -> PartitionMachine | None: ...
 
     async def wait_metadata(self, condition: Callable[[MetadataImage], bool], timeout_s: float) -> bool:
         """Wait until this node's image satisfies ``condition``; False on timeout."""
@@ -127,10 +127,10 @@ class AdminService(pb_grpc.AdminServicer):
         local = self._view.local_partition(group)
         if local is not None and local.replica.raft.role == Role.LEADER:
             return local.log_start_offset, local.high_watermark
-        address = self._view.address_of(leader) if leader else ""
-        if not address:
+        channel = self._view.peer_channel(leader) if leader else None
+        if channel is None:
             return -1, -1
-        stub = broker_pb2_grpc.BrokerStub(self._view.channel(address))
+        stub = broker_pb2_grpc.BrokerStub(channel)
         try:
             start, end = await asyncio.gather(
                 stub.ListOffsets(broker_pb2.ListOffsetsRequest(topic=name, partition=partition,
@@ -195,7 +195,10 @@ class AdminService(pb_grpc.AdminServicer):
         leader = self._view.controller_id()
         if not leader or leader == self._view.node_id:
             raise errors.Unavailable("no active controller is known yet; retry shortly")
-        stub = pb_grpc.AdminStub(self._view.channel(self._view.address_of(leader)))
+        channel = self._view.peer_channel(leader)
+        if channel is None:
+            raise errors.Unavailable(f"the active controller (node {leader}) has no known address yet")
+        stub = pb_grpc.AdminStub(channel)
         remaining = context.time_remaining()
         try:
             response: T = await getattr(stub, method)(

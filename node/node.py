@@ -126,6 +126,15 @@ class Node:
     def local_partition(self, group: int) -> PartitionMachine | None:
         return self._partitions.get(group)
 
+    def peer_channel(self, node_id: int) -> grpc.aio.Channel | None:
+        """The channel for a node-to-node call to ``node_id``: through its ``--peers`` route when one
+        is configured (a chaos run points it at a fault proxy), else its registered address.
+
+        ``address_of`` stays the address clients are told (NOT_LEADER hints); node-to-node traffic
+        must take the configured route so a cut link cuts all of it, not only Raft."""
+        address = self.config.peers.get(node_id) or self.address_of(node_id)
+        return self.channel(address) if address else None
+
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
@@ -326,10 +335,10 @@ class Node:
 
     async def _heartbeat_once(self) -> None:
         leader = self.controller_id()
-        address = self.address_of(leader) if leader else ""
-        if not address:
+        channel = self.peer_channel(leader) if leader else None
+        if channel is None:
             return
-        stub = internal_grpc.ControllerServiceStub(self.channel(address))
+        stub = internal_grpc.ControllerServiceStub(channel)
         try:
             if not self.epoch:
                 registered = await stub.RegisterNode(internal.RegisterNodeRequest(
