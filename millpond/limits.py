@@ -90,12 +90,15 @@ grpc_keepalive_ms = 10_000
 grpc_keepalive_timeout_ms = 5_000
 
 # --- Node-to-node Raft transport ------------------------------------------------
-#: Raft calls in flight to one peer.
-raft_rpcs_inflight_max = 4
 #: Raft messages waiting for one peer before new ones are dropped.
 raft_outbox_messages_max = 65_536
-#: Deadline of one Raft transport call.
+#: Longest wait for one batch to be accepted by a peer's stream; a stalled stream is then torn down
+#: and reopened (a paused or black-holed peer must not hold the sender forever).
 raft_rpc_timeout_ms = 2_000
+#: Pause before reopening a broken stream to a peer, doubling up to the maximum; messages for the
+#: peer are dropped meanwhile (Raft retries).
+raft_reconnect_backoff_ms = 50
+raft_reconnect_backoff_ms_max = 1_000
 #: Milliseconds per Raft tick (election timeout = raft_election_ticks ticks).
 raft_tick_ms = 100
 

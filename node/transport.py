@@ -1,15 +1,23 @@
-"""Raft traffic between nodes: one channel per peer, coalesced, pipelined, best effort.
+"""Raft traffic between nodes: one long-lived stream per peer, coalesced, best effort.
 
 The Ready loop hands every message of a round to :meth:`RaftTransport.send`
 at once; the messages for one peer go to that peer's outbox, and a sender
-task turns everything waiting in the outbox into one ``RaftTransport.Send``
-call — heartbeats of all groups in one call per tick, appends of many groups
-in one call. Up to ``raft_rpcs_inflight_max`` calls per peer are in flight.
+task writes everything waiting in the outbox as one batch on its stream to
+that peer — heartbeats of all groups in one batch per tick, appends of many
+groups in one batch. While a write is in progress the outbox fills, and the
+next write takes all of it: the stream pipelines and coalesces at once.
+
+Why a stream and not a call per batch: a unary gRPC call costs a Python
+process several times the CPU of a message on an open stream (call set-up,
+headers, trailers, status on both ends), and a single acks=all produce is
+four Raft messages (two appends, two answers). Streams also keep a peer's
+messages in order.
 
 Delivery is best effort, as Raft expects: a full outbox drops the newest
-messages, a failed call drops its batch (the cores retry via heartbeats and
-probes). Calls carry a short deadline so a dead peer costs nothing but the
-dropped messages.
+messages; a broken stream (peer gone, link cut) or a write that stalls past
+``raft_rpc_timeout_ms`` (peer paused, link black-holed) drops the batch,
+tears the stream down and reopens it after a backoff, dropping messages in
+the meantime (the cores retry via heartbeats and probes).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -40,6 +48,7 @@ class TransportStatistics:
     batches_sent: int
     messages_sent: int
     messages_dropped: int
+    streams_opened: int
     calls_failed: int
     batches_received: int
     messages_received: int
@@ -56,11 +65,10 @@ class _Peer:
         self.epoch = epoch
         self.outbox: list[pb.RaftMessage] = []
         self.wake = asyncio.Event()
-        self.slots = asyncio.Semaphore(limits.raft_rpcs_inflight_max)
         self.channel = grpc.aio.insecure_channel(address, options=channel_options())
         self.stub = pb_grpc.RaftTransportStub(self.channel)
         self.stats = stats
-        self.calls: set[asyncio.Task[None]] = set()
+        self.connected = False
 
     def enqueue(self, messages: list[pb.RaftMessage]) -> None:
         room = limits.raft_outbox_messages_max - len(self.outbox)
@@ -70,37 +78,54 @@ class _Peer:
         self.outbox.extend(messages)
         self.wake.set()
 
+    def _drop_outbox(self) -> None:
+        self.stats["messages_dropped"] += len(self.outbox)
+        self.outbox = []
+
     async def run(self) -> None:
-        """Send whatever is in the outbox, one call per wake-up per free slot, forever."""
+        """Keep a stream open to the peer and write the outbox on it, forever."""
+        backoff_ms = limits.raft_reconnect_backoff_ms
         while True:
             await self.wake.wait()
-            self.wake.clear()
-            while self.outbox:
-                await self.slots.acquire()
-                batch, self.outbox = self.outbox, []
-                call = asyncio.create_task(self._call(batch))
-                self.calls.add(call)
-                call.add_done_callback(self.calls.discard)
+            call = self.stub.Stream(wait_for_ready=False)
+            self.stats["streams_opened"] += 1
+            try:
+                await self._pump(call)
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError,
+                    TimeoutError, ConnectionError) as exc:
+                self.stats["calls_failed"] += 1
+                log.debug("raft stream to node %d broke: %r", self.target, exc)
+            finally:
+                call.cancel()
+            if self.connected:  # the stream worked for a while: try again soon
+                backoff_ms = limits.raft_reconnect_backoff_ms
+            self.connected = False
+            # Messages queued while the stream was down or backing off are stale: drop them.
+            self._drop_outbox()
+            await asyncio.sleep(backoff_ms / 1000)
+            self._drop_outbox()
+            backoff_ms = min(backoff_ms * 2, limits.raft_reconnect_backoff_ms_max)
 
-    async def _call(self, messages: list[pb.RaftMessage]) -> None:
-        try:
-            await self.stub.Send(
-                pb.RaftBatch(from_node=self.node_id, to_node=self.target, from_epoch=self.epoch,
-                             messages=messages),
-                timeout=limits.raft_rpc_timeout_ms / 1000,
-            )
+    async def _pump(self, call: grpc.aio.StreamUnaryCall) -> None:
+        """Write batches until the stream breaks; a write that stalls past the deadline breaks it."""
+        timeout_s = limits.raft_rpc_timeout_ms / 1000
+        while True:
+            if not self.outbox:
+                self.wake.clear()
+                await self.wake.wait()
+            batch, self.outbox = self.outbox, []
+            try:
+                await asyncio.wait_for(call.write(pb.RaftBatch(
+                    from_node=self.node_id, to_node=self.target, from_epoch=self.epoch,
+                    messages=batch)), timeout_s)
+            except BaseException:
+                self.stats["messages_dropped"] += len(batch)
+                raise
+            self.connected = True
             self.stats["batches_sent"] += 1
-            self.stats["messages_sent"] += len(messages)
-        except grpc.aio.AioRpcError as exc:
-            self.stats["calls_failed"] += 1
-            self.stats["messages_dropped"] += len(messages)
-            log.debug("raft batch to node %d failed: %s", self.target, exc.code())
-        finally:
-            self.slots.release()
+            self.stats["messages_sent"] += len(batch)
 
     async def close(self) -> None:
-        for call in list(self.calls):
-            call.cancel()
         await self.channel.close(grace=None)
 
 
@@ -111,7 +136,7 @@ class RaftTransport(pb_grpc.RaftTransportServicer):
         self._node_id = node_id
         self._deliver = deliver
         self._stats = dict.fromkeys(
-            ("batches_sent", "messages_sent", "messages_dropped", "calls_failed",
+            ("batches_sent", "messages_sent", "messages_dropped", "streams_opened", "calls_failed",
              "batches_received", "messages_received"), 0)
         self._peers = {
             node: _Peer(node_id, node, address, epoch, self._stats)
@@ -142,13 +167,16 @@ class RaftTransport(pb_grpc.RaftTransportServicer):
                 continue
             peer.enqueue(messages)
 
-    async def Send(self, request: pb.RaftBatch, context: grpc.aio.ServicerContext) -> pb.RaftBatchAck:
-        if request.to_node != self._node_id:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"batch for node {request.to_node} reached node {self._node_id}")
-        self._stats["batches_received"] += 1
-        self._stats["messages_received"] += len(request.messages)
-        self._deliver(request.from_node, list(request.messages))
+    async def Stream(self, request_iterator: AsyncIterator[pb.RaftBatch],
+                     context: grpc.aio.ServicerContext) -> pb.RaftBatchAck:
+        """Deliver every batch a peer writes on its stream, until it closes or breaks."""
+        async for request in request_iterator:
+            if request.to_node != self._node_id:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"batch for node {request.to_node} reached node {self._node_id}")
+            self._stats["batches_received"] += 1
+            self._stats["messages_received"] += len(request.messages)
+            self._deliver(request.from_node, list(request.messages))
         return pb.RaftBatchAck()
 
     def statistics(self) -> TransportStatistics:

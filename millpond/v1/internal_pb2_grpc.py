@@ -29,10 +29,12 @@ class RaftTransportStub:
     """Node-to-node services. Not for clients: their shape may change between
     versions of millpond.
 
-    Raft traffic between two nodes. All groups share one channel per node pair;
-    each call carries the messages of many groups (heartbeats of every group
-    coalesced per tick, appends of many groups in one call), and several calls
-    may be in flight. Delivery is best effort: Raft tolerates loss.
+    Raft traffic between two nodes. Each node keeps one long-lived stream to
+    each peer and writes batches on it; each batch carries the messages of many
+    groups (heartbeats of every group coalesced per tick, appends of many groups
+    in one batch). Delivery is best effort: Raft tolerates loss. The call ends
+    only when either node stops or the link breaks; the sender then reconnects
+    with a new call. The ack is empty.
     """
 
     def __init__(self, channel):
@@ -41,8 +43,8 @@ class RaftTransportStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Send = channel.unary_unary(
-                '/millpond.v1.RaftTransport/Send',
+        self.Stream = channel.stream_unary(
+                '/millpond.v1.RaftTransport/Stream',
                 request_serializer=millpond_dot_v1_dot_internal__pb2.RaftBatch.SerializeToString,
                 response_deserializer=millpond_dot_v1_dot_internal__pb2.RaftBatchAck.FromString,
                 _registered_method=True)
@@ -52,13 +54,15 @@ class RaftTransportServicer:
     """Node-to-node services. Not for clients: their shape may change between
     versions of millpond.
 
-    Raft traffic between two nodes. All groups share one channel per node pair;
-    each call carries the messages of many groups (heartbeats of every group
-    coalesced per tick, appends of many groups in one call), and several calls
-    may be in flight. Delivery is best effort: Raft tolerates loss.
+    Raft traffic between two nodes. Each node keeps one long-lived stream to
+    each peer and writes batches on it; each batch carries the messages of many
+    groups (heartbeats of every group coalesced per tick, appends of many groups
+    in one batch). Delivery is best effort: Raft tolerates loss. The call ends
+    only when either node stops or the link breaks; the sender then reconnects
+    with a new call. The ack is empty.
     """
 
-    def Send(self, request, context):
+    def Stream(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -67,8 +71,8 @@ class RaftTransportServicer:
 
 def add_RaftTransportServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Send': grpc.unary_unary_rpc_method_handler(
-                    servicer.Send,
+            'Stream': grpc.stream_unary_rpc_method_handler(
+                    servicer.Stream,
                     request_deserializer=millpond_dot_v1_dot_internal__pb2.RaftBatch.FromString,
                     response_serializer=millpond_dot_v1_dot_internal__pb2.RaftBatchAck.SerializeToString,
             ),
@@ -84,14 +88,16 @@ class RaftTransport:
     """Node-to-node services. Not for clients: their shape may change between
     versions of millpond.
 
-    Raft traffic between two nodes. All groups share one channel per node pair;
-    each call carries the messages of many groups (heartbeats of every group
-    coalesced per tick, appends of many groups in one call), and several calls
-    may be in flight. Delivery is best effort: Raft tolerates loss.
+    Raft traffic between two nodes. Each node keeps one long-lived stream to
+    each peer and writes batches on it; each batch carries the messages of many
+    groups (heartbeats of every group coalesced per tick, appends of many groups
+    in one batch). Delivery is best effort: Raft tolerates loss. The call ends
+    only when either node stops or the link breaks; the sender then reconnects
+    with a new call. The ack is empty.
     """
 
     @staticmethod
-    def Send(request,
+    def Stream(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -101,10 +107,10 @@ class RaftTransport:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
-            '/millpond.v1.RaftTransport/Send',
+            '/millpond.v1.RaftTransport/Stream',
             millpond_dot_v1_dot_internal__pb2.RaftBatch.SerializeToString,
             millpond_dot_v1_dot_internal__pb2.RaftBatchAck.FromString,
             options,
