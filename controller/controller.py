@@ -62,8 +62,10 @@ from millpond.errors import (
     InvalidRequest,
     NotController,
     PartitionCountDecrease,
+    ReplicationFactorTooLarge,
     ResourceExhausted,
     TopicExists,
+    UnknownPartition,
     UnknownTopic,
 )
 
@@ -416,6 +418,44 @@ class ActiveController:
             result = await self._propose_checked(
                 AddPartitions(topic.topic_id, topic.partition_count, tuple(replicas)))
         return self._topic_after(result)
+
+    async def reassign_partition(self, name: str, partition: int, replicas: Sequence[int]) -> TopicState:
+        """Start moving ``name``/``partition`` to ``replicas`` (first = preferred leader); return the
+        topic as applied, the move pending.
+
+        The partition's leader carries the move out (learners added, promoted
+        once caught up, old replicas removed) and the controller records its
+        completion. Raises :class:`UnknownTopic`, :class:`UnknownPartition`;
+        :class:`InvalidRequest` if ``replicas`` is empty, repeats a node, names
+        an unregistered node or differs in size from the replication factor;
+        :class:`~millpond.errors.ReplicationFactorTooLarge` if a target node is
+        not alive. The current replicas as target cancel a pending move.
+        """
+        async with self._admin:
+            image = self._image
+            topic = image.topic(name)
+            if topic is None:
+                raise UnknownTopic(f"topic {name!r} does not exist")
+            if not 0 <= partition < topic.partition_count:
+                raise UnknownPartition(f"topic {name!r} has no partition {partition} "
+                                       f"(it has {topic.partition_count})")
+            target = tuple(replicas)
+            if len(target) != topic.replication_factor:
+                raise InvalidRequest(f"replicas must name {topic.replication_factor} nodes (the replication "
+                                     f"factor of {name!r}), got {list(target)}")
+            if len(set(target)) != len(target):
+                raise InvalidRequest(f"replicas must not repeat a node, got {list(target)}")
+            unknown = [n for n in target if image.node(n) is None]
+            if unknown:
+                raise InvalidRequest(f"replicas name unknown nodes {unknown}")
+            dead = [n for n in target if n not in image.live_nodes()]
+            if dead:
+                raise ReplicationFactorTooLarge(f"replicas name nodes that are not alive: {dead}")
+            await self._propose_checked(ReassignReplicas(topic.group(partition), target))
+        applied = self._image.topic_by_id(topic.topic_id)
+        if applied is None:  # deleted again between apply and now
+            raise UnknownTopic(f"topic {name!r} was deleted concurrently")
+        return applied
 
     def describe_topic(self, name: str) -> TopicDescription:
         """Topic ``name`` with its full configuration and every partition's offsets; :class:`UnknownTopic`."""

@@ -13,6 +13,7 @@
     ├── ReplicationFactorTooLarge      FAILED_PRECONDITION  more replicas than live nodes
     ├── UnknownTopic                   NOT_FOUND
     ├── UnknownPartition               NOT_FOUND
+    ├── ReplicaNotHosted               NOT_FOUND          this node has no replica of the partition
     ├── TopicExists                    ALREADY_EXISTS
     ├── OffsetOutOfRange               OUT_OF_RANGE       carries log_start_offset, high_watermark
     ├── NotLeader                      FAILED_PRECONDITION  retriable; carries the leader's id/address
@@ -119,6 +120,12 @@ class UnknownPartition(MillpondError):
     """The topic has no partition with this number."""
 
     code, reason, status = 21, "UNKNOWN_PARTITION", grpc.StatusCode.NOT_FOUND
+
+
+class ReplicaNotHosted(MillpondError):
+    """The node asked hosts no replica of the partition (a replica-level request went to another node)."""
+
+    code, reason, status = 23, "REPLICA_NOT_HOSTED", grpc.StatusCode.NOT_FOUND
 
 
 class TopicExists(MillpondError):

@@ -10,15 +10,17 @@ controller: served here if this node is it, otherwise forwarded once to it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import grpc
 
 from millpond import errors
-from millpond.controller import ActiveController, MetadataImage, TopicState
+from millpond.controller import ActiveController, MetadataImage, PartitionState, TopicState
 from millpond.node.partition import PartitionMachine
-from millpond.raft import Role
+from millpond.node.raft_host import RaftHost
+from millpond.raft import RaftError, Role
 from millpond.v1 import admin_pb2 as pb
 from millpond.v1 import admin_pb2_grpc as pb_grpc
 from millpond.v1 import broker_pb2, broker_pb2_grpc
@@ -29,6 +31,15 @@ T = TypeVar("T")
 FORWARDED_KEY = "millpond-forwarded"
 _OFFSETS_TIMEOUT_S = 2.0
 _CATCH_UP_TIMEOUT_S = 5.0
+#: How long TransferLeadership waits for the target to take over before answering anyway.
+_TRANSFER_WAIT_S = 5.0
+
+
+def _check_topic_partition(topic: str, partition: int) -> None:
+    if not topic:
+        raise errors.InvalidRequest("topic must not be empty")
+    if partition < 0:
+        raise errors.InvalidRequest(f"partition must be >= 0, got {partition}")
 
 
 def _partition_count(image: MetadataImage, name: str) -> int:
@@ -54,6 +65,9 @@ class NodeView(Protocol):
     def address_of(self, node_id: int) -> str: ...
 
     def peer_channel(self, node_id: int) -> grpc.aio.Channel | None: ...
+
+    @property
+    def host(self) -> RaftHost: ...
 
     def local_partition(self, group: int) -> PartitionMachine | None: ...
 
@@ -174,6 +188,88 @@ class AdminService(pb_grpc.AdminServicer):
         topic = await controller.alter_partitions(request.name, request.partitions)
         return pb.AlterPartitionsResponse(topic=topic_info(self._view, topic))
 
+    async def ReassignPartition(self, request: pb.ReassignPartitionRequest,
+                                context: grpc.aio.ServicerContext) -> pb.ReassignPartitionResponse:
+        _check_topic_partition(request.topic, request.partition)
+        controller = self._controller_or_none(context)
+        if controller is None:
+            return await self._forward("ReassignPartition", request, pb.ReassignPartitionResponse, context)
+        topic = await controller.reassign_partition(request.topic, request.partition, list(request.replicas))
+        return pb.ReassignPartitionResponse(topic=topic_info(self._view, topic))
+
+    # -- one partition's leader or replica ----------------------------------------------------------
+    async def TransferLeadership(self, request: pb.TransferLeadershipRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.TransferLeadershipResponse:
+        _check_topic_partition(request.topic, request.partition)
+        state = self._partition_state(request.topic, request.partition)
+        local = self._view.local_partition(state.group)
+        if local is None or local.replica.raft.role != Role.LEADER:
+            forwarded = any(key == FORWARDED_KEY for key, _ in (context.invocation_metadata() or ()))
+            leader = state.leader
+            if forwarded or not leader or leader == self._view.node_id:
+                raise errors.Unavailable(f"{request.topic}/{request.partition} has no leader here; retry")
+            channel = self._view.peer_channel(leader)
+            if channel is None:
+                raise errors.Unavailable(f"the leader of {request.topic}/{request.partition} (node {leader}) "
+                                         "has no known address yet")
+            return await self._call(pb_grpc.AdminStub(channel).TransferLeadership, request,
+                                    pb.TransferLeadershipResponse, context)
+        raft = local.replica.raft
+        if request.node_id not in raft.membership.voters:
+            raise errors.InvalidRequest(f"node {request.node_id} is not a voter of {request.topic}/"
+                                        f"{request.partition} (voters {sorted(raft.membership.voters)})")
+        if request.node_id != self._view.node_id:
+            try:
+                raft.transfer_leader(request.node_id)
+            except RaftError as exc:
+                raise errors.Unavailable(f"transfer of {request.topic}/{request.partition} to node "
+                                         f"{request.node_id} refused now: {exc}") from exc
+            self._view.host.mark(state.group)
+            await local.wait_leadership_change(_TRANSFER_WAIT_S)
+        return pb.TransferLeadershipResponse(leader=raft.lead, leader_epoch=raft.term)
+
+    async def DescribeReplica(self, request: pb.DescribeReplicaRequest,
+                              context: grpc.aio.ServicerContext) -> pb.DescribeReplicaResponse:
+        _check_topic_partition(request.topic, request.partition)
+        state = self._partition_state(request.topic, request.partition)
+        local = self._view.local_partition(state.group)
+        if local is None:
+            raise errors.ReplicaNotHosted(f"node {self._view.node_id} hosts no replica of "
+                                          f"{request.topic}/{request.partition}")
+        upto = local.high_watermark if request.upto_offset < 0 else request.upto_offset
+        if upto > local.high_watermark:
+            raise errors.OffsetOutOfRange(
+                f"upto_offset {upto} is above the high watermark {local.high_watermark} of node "
+                f"{self._view.node_id}'s replica of {request.topic}/{request.partition}",
+                local.log_start_offset, local.high_watermark)
+        digest = hashlib.sha256()
+        batches = records = 0
+        end = local.log_start_offset
+        for batch in local.committed_batches(upto):
+            digest.update(batch.data)
+            batches += 1
+            records += batch.record_count
+            end = batch.end_offset
+        raft = local.replica.raft
+        return pb.DescribeReplicaResponse(
+            node_id=self._view.node_id, high_watermark=local.high_watermark,
+            log_start_offset=local.log_start_offset, checksum_end_offset=end, batches=batches,
+            records=records, checksum=digest.hexdigest(), role=raft.role.value, term=raft.term,
+            commit_index=raft.log.committed)
+
+    def _partition_state(self, topic_name: str, partition: int) -> PartitionState:
+        image = self._view.image
+        topic = image.topic(topic_name)
+        if topic is None:
+            raise errors.UnknownTopic(f"topic {topic_name!r} does not exist")
+        if partition >= topic.partition_count:
+            raise errors.UnknownPartition(f"topic {topic_name!r} has no partition {partition} "
+                                          f"(it has {topic.partition_count})")
+        state = image.partition_by_group(topic.group(partition))
+        if state is None:
+            raise errors.UnknownPartition(f"{topic_name}/{partition} is not in the metadata yet")
+        return state
+
     def _controller_or_none(self, context: grpc.aio.ServicerContext) -> ActiveController | None:
         controller = self._view.controller
         if controller is not None:
@@ -199,11 +295,15 @@ class AdminService(pb_grpc.AdminServicer):
         if channel is None:
             raise errors.Unavailable(f"the active controller (node {leader}) has no known address yet")
         stub = pb_grpc.AdminStub(channel)
+        return await self._call(getattr(stub, method), request, response_type, context)
+
+    async def _call(self, method: Callable[..., Awaitable[T]], request: object, response_type: type[T],
+                    context: grpc.aio.ServicerContext) -> T:
+        """Call another node once on this request's behalf (marked forwarded: it will not forward again)."""
         remaining = context.time_remaining()
         try:
-            response: T = await getattr(stub, method)(
-                request, timeout=min(remaining, 30.0) if remaining else 30.0,
-                metadata=((FORWARDED_KEY, "1"),))
+            response: T = await method(request, timeout=min(remaining, 30.0) if remaining else 30.0,
+                                       metadata=((FORWARDED_KEY, "1"),))
         except grpc.aio.AioRpcError as exc:
             raise errors.from_rpc_error(exc) from exc
         return response

@@ -34,8 +34,11 @@ def _check_partition_args(topic: str, partition: int) -> None:
 class BrokerService(pb_grpc.BrokerServicer):
     """Serves the data plane of the partitions this node leads."""
 
-    def __init__(self, partitions: Partitions) -> None:
+    def __init__(self, partitions: Partitions, *, unsafe_ack_before_commit: bool = False) -> None:
         self._partitions = partitions
+        # The chaos suite's negative control: acks=all answered like acks=1 (loses acked writes
+        # when a leader dies). Only reachable through a hidden node flag.
+        self._unsafe_ack_before_commit = unsafe_ack_before_commit
 
     async def Produce(self, request: pb.ProduceRequest,
                       context: grpc.aio.ServicerContext) -> pb.ProduceResponse:
@@ -47,7 +50,7 @@ class BrokerService(pb_grpc.BrokerServicer):
         acks = request.acks or pb.ACKS_ALL
         if acks == pb.ACKS_NONE:
             return pb.ProduceResponse(base_offset=-1, leader_epoch=term)
-        if acks == pb.ACKS_LEADER:
+        if acks == pb.ACKS_LEADER or self._unsafe_ack_before_commit:
             await machine.replica.wait_persisted(index, term)
         else:
             await machine.replica.wait_applied(index, term)

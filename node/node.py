@@ -194,6 +194,9 @@ class Node:
         try:
             await server.start()
             transport.start()
+            if config.unsafe_ack_before_commit:
+                log.warning("UNSAFE: acks=all is answered before commit (--unsafe-ack-before-commit); "
+                            "acknowledged writes can be lost. Only for the chaos suite's negative control.")
             print(f"millpond node {self.node_id} listening on {config.listen}", flush=True)
             self.started.set()
             async with asyncio.TaskGroup() as tasks:
@@ -219,7 +222,8 @@ class Node:
     def _build_server(self, transport: RaftTransport) -> grpc.aio.Server:
         server = grpc.aio.server(interceptors=[ErrorInterceptor(self._fail_stop)],
                                  options=server_options())
-        broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(self), server)
+        broker = BrokerService(self, unsafe_ack_before_commit=self.config.unsafe_ack_before_commit)
+        broker_pb2_grpc.add_BrokerServicer_to_server(broker, server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
         internal_grpc.add_ControllerServiceServicer_to_server(ControllerService(self), server)
         internal_grpc.add_RaftTransportServicer_to_server(transport, server)

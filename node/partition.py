@@ -19,6 +19,7 @@ import asyncio
 import struct
 from array import array
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from millpond import errors, limits
@@ -36,6 +37,19 @@ _SNAPSHOT = struct.Struct(">qq")  # log start offset, end offset at the snapshot
 _BASE_OFFSET = struct.Struct(">q")  # at byte 8 of a stamped batch
 _COUNTS = struct.Struct(">i")  # last offset delta at byte 28
 _MAX_TIMESTAMP = struct.Struct(">q")  # at byte 40
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """One committed batch as stored (stamped bytes) with the offsets it covers."""
+
+    data: bytes
+    base_offset: int
+    end_offset: int
+
+    @property
+    def record_count(self) -> int:
+        return self.end_offset - self.base_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,7 @@ class PartitionMachine:
         self._next_offset = 0
         self._next_offset_term = -1
         self._hw_waiters: list[asyncio.Future[None]] = []
+        self._role_waiters: list[asyncio.Future[None]] = []
 
     # -- StateMachine --------------------------------------------------------------------
     def apply(self, entry: Entry) -> object:
@@ -104,6 +119,19 @@ class PartitionMachine:
     def on_soft_state(self, soft: SoftState, term: int) -> None:
         if soft.role != Role.LEADER:
             self._next_offset_term = -1
+        for waiter in self._role_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._role_waiters.clear()
+
+    async def wait_leadership_change(self, timeout_s: float) -> None:
+        """Return once this replica's role or known leader changes, or ``timeout_s`` passes."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._role_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            pass
 
     # -- produce (leader) ------------------------------------------------------------------
     def append(self, batch: bytes) -> tuple[int, int, int]:
@@ -169,6 +197,25 @@ class PartitionMachine:
         hi = self._indexes[-1] + 1
         entries = self.replica.log.entries(lo, hi, max_bytes)
         return b"".join(entry.data for entry in entries if entry.kind == EntryKind.DATA)
+
+    def committed_batches(self, upto_offset: int) -> Iterator[StoredBatch]:
+        """Every committed batch from the log start that ends at or below ``upto_offset``, in offset
+        order, read from the store in bounded chunks (for replica checksums; not a hot path)."""
+        position = 0
+        while position < len(self._bases):
+            lo = self._indexes[position]
+            hi = self._indexes[-1] + 1
+            entries = self.replica.log.entries(lo, hi, limits.fetch_bytes_max)
+            for entry in entries:
+                if entry.kind != EntryKind.DATA:
+                    continue
+                base, end = _BASE_OFFSET.unpack_from(entry.data, 8)[0], batch_end_offset(entry.data)
+                if end > upto_offset:
+                    return
+                yield StoredBatch(entry.data, base, end)
+                position += 1
+            if not entries:
+                return
 
     async def wait_beyond(self, offset: int, timeout_s: float) -> None:
         """Return once the high watermark exceeds ``offset`` or ``timeout_s`` passes."""

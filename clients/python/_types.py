@@ -113,6 +113,32 @@ class TopicDescription:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaDescription:
+    """One node's own replica of a partition: offsets, Raft position and a checksum of its committed
+    batches up to ``checksum_end_offset`` (replicas with equal end offsets must have equal checksums)."""
+
+    node_id: int
+    high_watermark: int
+    log_start_offset: int
+    checksum_end_offset: int
+    batches: int
+    records: int
+    checksum: str
+    role: str
+    term: int
+    commit_index: int
+
+    @classmethod
+    def from_proto(cls, response: admin_pb2.DescribeReplicaResponse) -> ReplicaDescription:
+        return cls(
+            node_id=response.node_id, high_watermark=response.high_watermark,
+            log_start_offset=response.log_start_offset, checksum_end_offset=response.checksum_end_offset,
+            batches=response.batches, records=response.records, checksum=response.checksum,
+            role=response.role, term=response.term, commit_index=response.commit_index,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterDescription:
     """Nodes, the active controller (0 if none), and optionally every topic."""
 

@@ -19,7 +19,7 @@ from millpond.client._backoff import Backoff
 from millpond.client._config import ClientConfig, parse_bootstrap
 from millpond.client._connection import Connections, call
 from millpond.client._metadata import MetadataCache
-from millpond.client._types import ClusterDescription, TopicDescription
+from millpond.client._types import ClusterDescription, ReplicaDescription, TopicDescription
 from millpond.errors import MillpondError, NotController, RequestTimeout, ResourceExhausted, Unavailable
 from millpond.v1 import admin_pb2, admin_pb2_grpc
 
@@ -146,6 +146,63 @@ class AsyncAdmin:
             lambda stub: stub.AlterPartitions, request, idempotent=False
         )
         return TopicDescription.from_proto(response.topic)
+
+    async def reassign_partition(self, topic: str, partition: int,
+                                 replicas: Sequence[int]) -> TopicDescription:
+        """Start moving ``topic``/``partition`` to ``replicas`` (first = preferred leader).
+
+        Returns once the move is recorded; the partition's leader completes it
+        in the background (new replicas catch up as learners first), visible
+        in :meth:`describe_topic`. The current replicas cancel a pending move.
+        Raises :class:`~millpond.errors.UnknownTopic`,
+        :class:`~millpond.errors.UnknownPartition`;
+        :class:`~millpond.errors.InvalidRequest` if ``replicas`` is empty,
+        repeats a node, names an unknown node or differs in size from the
+        replication factor; :class:`~millpond.errors.ReplicationFactorTooLarge`
+        if a target node is not alive; :class:`~millpond.errors.RequestTimeout`
+        (the move may or may not have been recorded).
+        """
+        request = admin_pb2.ReassignPartitionRequest(topic=topic, partition=partition,
+                                                     replicas=list(replicas))
+        response: admin_pb2.ReassignPartitionResponse = await self._call(
+            lambda stub: stub.ReassignPartition, request, idempotent=False)
+        return TopicDescription.from_proto(response.topic)
+
+    async def transfer_leadership(self, topic: str, partition: int, node_id: int) -> tuple[int, int]:
+        """Ask ``topic``/``partition``'s leader to hand leadership to replica ``node_id``; return
+        ``(leader, leader_epoch)`` when the call returned — ``node_id`` if the transfer took effect
+        within a few seconds, else possibly still the old leader (the target was behind).
+
+        Idempotent. Raises :class:`~millpond.errors.UnknownTopic`,
+        :class:`~millpond.errors.UnknownPartition`;
+        :class:`~millpond.errors.InvalidRequest` if ``node_id`` is not a voter
+        of the partition; :class:`~millpond.errors.Unavailable` if the
+        partition has no leader or refused the transfer until the deadline.
+        """
+        request = admin_pb2.TransferLeadershipRequest(topic=topic, partition=partition, node_id=node_id)
+        response: admin_pb2.TransferLeadershipResponse = await self._call(
+            lambda stub: stub.TransferLeadership, request, idempotent=True)
+        return response.leader, response.leader_epoch
+
+    async def describe_replica(self, address: str, topic: str, partition: int,
+                               upto_offset: int = -1) -> ReplicaDescription:
+        """The replica of ``topic``/``partition`` on the node at ``address`` (that node only; no
+        failover): offsets, Raft role/term/commit index, and a SHA-256 of its committed batches that
+        end at or below ``upto_offset`` (-1: its high watermark).
+
+        Raises :class:`~millpond.errors.ReplicaNotHosted` if that node has no
+        replica of it; :class:`~millpond.errors.OffsetOutOfRange` if
+        ``upto_offset`` is above its high watermark; :class:`~millpond.errors.UnknownTopic`,
+        :class:`~millpond.errors.UnknownPartition`; :class:`~millpond.errors.Unavailable`
+        if the node does not answer.
+        """
+        if self._closed:
+            raise RuntimeError("the admin client is closed")
+        request = admin_pb2.DescribeReplicaRequest(topic=topic, partition=partition, upto_offset=upto_offset)
+        response: admin_pb2.DescribeReplicaResponse = await call(
+            self._connections.admin(address).DescribeReplica, request,
+            self._config.request_timeout_ms / 1000)
+        return ReplicaDescription.from_proto(response)
 
     # --- plumbing ------------------------------------------------------------------------
     async def _call(self, method: _Method, request: Any, *, idempotent: bool) -> Any:

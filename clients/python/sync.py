@@ -25,6 +25,7 @@ from millpond.client._types import (
     ConsumerRecord,
     Header,
     RecordMetadata,
+    ReplicaDescription,
     TopicDescription,
 )
 from millpond.client.admin import AsyncAdmin
@@ -233,6 +234,16 @@ class Admin:
 
     def alter_partitions(self, name: str, partitions: int) -> TopicDescription:
         return self._runner.run(self._admin.alter_partitions(name, partitions))
+
+    def reassign_partition(self, topic: str, partition: int, replicas: Sequence[int]) -> TopicDescription:
+        return self._runner.run(self._admin.reassign_partition(topic, partition, replicas))
+
+    def transfer_leadership(self, topic: str, partition: int, node_id: int) -> tuple[int, int]:
+        return self._runner.run(self._admin.transfer_leadership(topic, partition, node_id))
+
+    def describe_replica(self, address: str, topic: str, partition: int,
+                         upto_offset: int = -1) -> ReplicaDescription:
+        return self._runner.run(self._admin.describe_replica(address, topic, partition, upto_offset))
 
     def close(self) -> None:
         self._runner.run(self._admin.close())

@@ -95,3 +95,71 @@ class AlterPartitionsResponse(_message.Message):
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     topic: _common_pb2.TopicInfo
     def __init__(self, topic: _Optional[_Union[_common_pb2.TopicInfo, _Mapping]] = ...) -> None: ...
+
+class ReassignPartitionRequest(_message.Message):
+    __slots__ = ("topic", "partition", "replicas")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    replicas: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ReassignPartitionResponse(_message.Message):
+    __slots__ = ("topic",)
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    topic: _common_pb2.TopicInfo
+    def __init__(self, topic: _Optional[_Union[_common_pb2.TopicInfo, _Mapping]] = ...) -> None: ...
+
+class TransferLeadershipRequest(_message.Message):
+    __slots__ = ("topic", "partition", "node_id")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    node_id: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., node_id: _Optional[int] = ...) -> None: ...
+
+class TransferLeadershipResponse(_message.Message):
+    __slots__ = ("leader", "leader_epoch")
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    leader: int
+    leader_epoch: int
+    def __init__(self, leader: _Optional[int] = ..., leader_epoch: _Optional[int] = ...) -> None: ...
+
+class DescribeReplicaRequest(_message.Message):
+    __slots__ = ("topic", "partition", "upto_offset")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    UPTO_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    upto_offset: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., upto_offset: _Optional[int] = ...) -> None: ...
+
+class DescribeReplicaResponse(_message.Message):
+    __slots__ = ("node_id", "high_watermark", "log_start_offset", "checksum_end_offset", "batches", "records", "checksum", "role", "term", "commit_index")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    LOG_START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    high_watermark: int
+    log_start_offset: int
+    checksum_end_offset: int
+    batches: int
+    records: int
+    checksum: str
+    role: str
+    term: int
+    commit_index: int
+    def __init__(self, node_id: _Optional[int] = ..., high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ..., checksum_end_offset: _Optional[int] = ..., batches: _Optional[int] = ..., records: _Optional[int] = ..., checksum: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ...) -> None: ...

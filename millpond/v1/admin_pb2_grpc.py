@@ -68,6 +68,21 @@ class AdminStub:
                 request_serializer=millpond_dot_v1_dot_admin__pb2.AlterPartitionsRequest.SerializeToString,
                 response_deserializer=millpond_dot_v1_dot_admin__pb2.AlterPartitionsResponse.FromString,
                 _registered_method=True)
+        self.ReassignPartition = channel.unary_unary(
+                '/millpond.v1.Admin/ReassignPartition',
+                request_serializer=millpond_dot_v1_dot_admin__pb2.ReassignPartitionRequest.SerializeToString,
+                response_deserializer=millpond_dot_v1_dot_admin__pb2.ReassignPartitionResponse.FromString,
+                _registered_method=True)
+        self.TransferLeadership = channel.unary_unary(
+                '/millpond.v1.Admin/TransferLeadership',
+                request_serializer=millpond_dot_v1_dot_admin__pb2.TransferLeadershipRequest.SerializeToString,
+                response_deserializer=millpond_dot_v1_dot_admin__pb2.TransferLeadershipResponse.FromString,
+                _registered_method=True)
+        self.DescribeReplica = channel.unary_unary(
+                '/millpond.v1.Admin/DescribeReplica',
+                request_serializer=millpond_dot_v1_dot_admin__pb2.DescribeReplicaRequest.SerializeToString,
+                response_deserializer=millpond_dot_v1_dot_admin__pb2.DescribeReplicaResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -120,6 +135,41 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReassignPartition(self, request, context):
+        """Move a partition to other nodes: the target replicas (first = preferred
+        leader) join its Raft group as learners, are promoted once caught up, then
+        replicas not in the target leave. Returns once the target is recorded; the
+        move completes in the background (DescribeTopic shows the replicas change).
+        NOT_FOUND for an unknown topic or partition; INVALID_ARGUMENT if the target
+        is empty, repeats a node, names an unknown node or changes the replication
+        factor; FAILED_PRECONDITION if a target node is not alive.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferLeadership(self, request, context):
+        """Ask a partition's leader to hand its leadership to another replica (Raft
+        leadership transfer: the target catches up, then campaigns at once). Answers
+        with the leader once the transfer took effect or after a few seconds (then
+        possibly still the old one: the target may have been behind).
+        NOT_FOUND for an unknown topic or partition; INVALID_ARGUMENT if the target
+        is not a voter of the partition; UNAVAILABLE if the partition has no leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeReplica(self, request, context):
+        """The answering node's OWN replica of a partition (not the leader's): its
+        commit offset, log start and a checksum of its committed batches, to compare
+        replicas after faults. NOT_FOUND if this node hosts no replica of it;
+        OUT_OF_RANGE if upto_offset is above this replica's high watermark.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +202,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.AlterPartitions,
                     request_deserializer=millpond_dot_v1_dot_admin__pb2.AlterPartitionsRequest.FromString,
                     response_serializer=millpond_dot_v1_dot_admin__pb2.AlterPartitionsResponse.SerializeToString,
+            ),
+            'ReassignPartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReassignPartition,
+                    request_deserializer=millpond_dot_v1_dot_admin__pb2.ReassignPartitionRequest.FromString,
+                    response_serializer=millpond_dot_v1_dot_admin__pb2.ReassignPartitionResponse.SerializeToString,
+            ),
+            'TransferLeadership': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeadership,
+                    request_deserializer=millpond_dot_v1_dot_admin__pb2.TransferLeadershipRequest.FromString,
+                    response_serializer=millpond_dot_v1_dot_admin__pb2.TransferLeadershipResponse.SerializeToString,
+            ),
+            'DescribeReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeReplica,
+                    request_deserializer=millpond_dot_v1_dot_admin__pb2.DescribeReplicaRequest.FromString,
+                    response_serializer=millpond_dot_v1_dot_admin__pb2.DescribeReplicaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -319,6 +384,87 @@ class Admin:
             '/millpond.v1.Admin/AlterPartitions',
             millpond_dot_v1_dot_admin__pb2.AlterPartitionsRequest.SerializeToString,
             millpond_dot_v1_dot_admin__pb2.AlterPartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReassignPartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/millpond.v1.Admin/ReassignPartition',
+            millpond_dot_v1_dot_admin__pb2.ReassignPartitionRequest.SerializeToString,
+            millpond_dot_v1_dot_admin__pb2.ReassignPartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeadership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/millpond.v1.Admin/TransferLeadership',
+            millpond_dot_v1_dot_admin__pb2.TransferLeadershipRequest.SerializeToString,
+            millpond_dot_v1_dot_admin__pb2.TransferLeadershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/millpond.v1.Admin/DescribeReplica',
+            millpond_dot_v1_dot_admin__pb2.DescribeReplicaRequest.SerializeToString,
+            millpond_dot_v1_dot_admin__pb2.DescribeReplicaResponse.FromString,
             options,
             channel_credentials,
             insecure,
