@@ -131,3 +131,61 @@ def check_relations() -> None:
 
 
 check_relations()
+
+
+# --- chaos fault proxy ---
+#: Proxies one fault-proxy server holds.
+proxy_proxies_max = 1024
+#: Toxics on one proxy (both streams together).
+proxy_toxics_max = 32
+#: Client connections one proxy holds open at once; more are accepted and closed at once.
+proxy_connections_max = 1024
+#: Longest proxy or toxic name, in UTF-8 bytes.
+proxy_name_bytes_max = 256
+#: Largest toxic attribute value (ms, µs, bytes or KB/s, by attribute).
+proxy_toxic_attribute_max = 2**31 - 1
+#: Bytes read from a socket at once: one chunk through a toxic chain (Go's io.Copy buffer).
+proxy_read_chunk_bytes = 32 * KiB
+#: Bytes queued between two stages of one direction of one connection before the sender waits.
+proxy_channel_bytes_max = 1 * MiB
+#: Connections the kernel queues for a proxy's (or the API's) listener before they are accepted.
+proxy_listen_backlog = 128
+#: Longest wait for the upstream to accept a proxied connection.
+proxy_upstream_connect_ms_max = 10_000
+#: Longest a closing proxied socket may take to send what is buffered for it before it is aborted.
+proxy_close_ms_max = 10_000
+#: Largest HTTP request body the API reads.
+proxy_request_bytes_max = 1 * MiB
+#: Largest HTTP request line plus headers the API reads.
+proxy_request_head_bytes_max = 16 * KiB
+#: Most header lines in one HTTP request.
+proxy_request_headers_max = 100
+#: HTTP connections the API serves at once; more are closed at once.
+proxy_api_connections_max = 128
+#: Longest the API waits for a request to arrive in full once it started (Go's ReadTimeout).
+proxy_api_read_ms_max = 15_000
+#: Longest an idle keep-alive API connection stays open (Go's IdleTimeout).
+proxy_api_idle_ms_max = 60_000
+
+# --- consumer groups ---
+#: Consumer groups in the cluster (each lives in the metadata image of every node).
+groups_max = 10_000
+#: Members of one consumer group (static members that left temporarily count until they expire).
+group_members_max = 1024
+#: Longest group id, in UTF-8 bytes.
+group_id_bytes_max = 255
+#: Longest member id or group instance id, in UTF-8 bytes.
+group_member_id_bytes_max = 255
+#: Topic names one subscription lists.
+group_subscribed_topics_max = 1024
+#: Longest subscription regular expression, in UTF-8 bytes (it runs on the controller for every topic).
+group_subscription_regex_bytes_max = 255
+#: Longest metadata string stored with a committed offset, in UTF-8 bytes.
+group_offset_metadata_bytes_max = 4096
+#: Partitions one offset commit, fetch or reset names.
+group_offset_request_partitions_max = 65_536
+#: Bounds of a member's session timeout (no heartbeat for this long: the member is removed).
+group_session_timeout_ms_min = 1_000
+group_session_timeout_ms_max = 300_000
+#: Longest rebalance timeout (a member asked to release partitions is removed if it takes longer).
+group_rebalance_timeout_ms_max = 1_800_000
