@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from millpond import __version__
-from millpond._cli import admin_commands, dev, records
+from millpond._cli import admin_commands, chaos, dev, records
 from millpond._cli.common import CommandError, default_bootstrap, error_line, fail
 from millpond.client import parse_bootstrap
 from millpond.errors import MillpondError
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="text: the value; json: one object per line")
     consume.set_defaults(run=records.consume)
 
+    chaos.add_commands(commands)
     commands.add_parser("node", add_help=False, help="run a broker node (see millpond node --help)")
     return parser
 
