@@ -225,7 +225,11 @@ class AdminService(pb_grpc.AdminServicer):
                 raise errors.Unavailable(f"transfer of {request.topic}/{request.partition} to node "
                                          f"{request.node_id} refused now: {exc}") from exc
             self._view.host.mark(state.group)
-            await local.wait_leadership_change(_TRANSFER_WAIT_S)
+            # Stepping down comes first (leader unknown), the new leader's first message later.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _TRANSFER_WAIT_S
+            while raft.lead in (0, self._view.node_id) and loop.time() < deadline:
+                await local.wait_leadership_change(deadline - loop.time())
         return pb.TransferLeadershipResponse(leader=raft.lead, leader_epoch=raft.term)
 
     async def DescribeReplica(self, request: pb.DescribeReplicaRequest,

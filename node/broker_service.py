@@ -36,8 +36,9 @@ class BrokerService(pb_grpc.BrokerServicer):
 
     def __init__(self, partitions: Partitions, *, unsafe_ack_before_commit: bool = False) -> None:
         self._partitions = partitions
-        # The chaos suite's negative control: acks=all answered like acks=1 (loses acked writes
-        # when a leader dies). Only reachable through a hidden node flag.
+        # The chaos suite's negative control: every produce is answered as soon as the leader
+        # appended it to its in-memory log, before any fsync or replication (loses acknowledged
+        # writes when a leader dies or is cut off). Only reachable through a hidden node flag.
         self._unsafe_ack_before_commit = unsafe_ack_before_commit
 
     async def Produce(self, request: pb.ProduceRequest,
@@ -50,7 +51,10 @@ class BrokerService(pb_grpc.BrokerServicer):
         acks = request.acks or pb.ACKS_ALL
         if acks == pb.ACKS_NONE:
             return pb.ProduceResponse(base_offset=-1, leader_epoch=term)
-        if acks == pb.ACKS_LEADER or self._unsafe_ack_before_commit:
+        if self._unsafe_ack_before_commit:  # not even durable locally: the widest loss window
+            return pb.ProduceResponse(base_offset=base, log_start_offset=machine.log_start_offset,
+                                      leader_epoch=term)
+        if acks == pb.ACKS_LEADER:
             await machine.replica.wait_persisted(index, term)
         else:
             await machine.replica.wait_applied(index, term)

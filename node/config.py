@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from millpond import limits
+from millpond.controller.groups.coordinator import GroupSettings
 
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
 
@@ -58,7 +59,12 @@ class NodeConfig:
     session_timeout_ms: int = 3_000
     replica_lag_ms_max: int = 5_000
     replacement_delay_ms: int = 30_000
-    #: Test-only: answer acks=all on the leader's local append (the chaos suite's negative control).
+    #: Consumer groups: how often members heartbeat (told in every answer), and the session timeout of a
+    #: member that does not ask for its own (members without a heartbeat for that long are removed).
+    group_heartbeat_interval_ms: int = 5_000
+    group_session_timeout_ms: int = 45_000
+    #: Test-only: answer acks=all on the leader's local (in-memory) append, before fsync or replication
+    #: (the chaos suite's negative control).
     unsafe_ack_before_commit: bool = False
 
     def validate(self) -> None:
@@ -81,8 +87,17 @@ class NodeConfig:
             problems.append("heartbeat_interval_ms must be < session_timeout_ms")
         if self.session_timeout_ms > self.replacement_delay_ms:
             problems.append("session_timeout_ms must be <= replacement_delay_ms")
+        try:
+            self.group_settings().validate()
+        except ValueError as exc:
+            problems.append(f"group settings: {exc}")
         if problems:
             raise ConfigError("invalid node config: " + "; ".join(problems))
+
+    def group_settings(self) -> GroupSettings:
+        """The consumer-group coordinator's settings (used while this node is the active controller)."""
+        return GroupSettings(heartbeat_interval_ms=self.group_heartbeat_interval_ms,
+                             session_timeout_ms=self.group_session_timeout_ms)
 
     def metadata_voters(self) -> list[int]:
         """The metadata log's voters: the lowest min(3, N) node ids."""
@@ -102,6 +117,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session-timeout-ms", type=int)
     parser.add_argument("--replica-lag-ms-max", type=int)
     parser.add_argument("--replacement-delay-ms", type=int)
+    parser.add_argument("--group-heartbeat-interval-ms", type=int,
+                        help="consumer-group member heartbeat interval (default 5000)")
+    parser.add_argument("--group-session-timeout-ms", type=int,
+                        help="default consumer-group member session timeout (default 45000)")
     parser.add_argument("--unsafe-ack-before-commit", action="store_true", default=None,
                         help=argparse.SUPPRESS)
 

@@ -191,10 +191,18 @@ class LocalCluster:
             node.process = None
 
     # --- one node --------------------------------------------------------------------------
+    def peer_address(self, from_id: int, to_id: int) -> str:
+        """Where node ``from_id`` reaches node ``to_id``: its ``--peers`` entry for ``to_id``.
+
+        The real address here. A subclass may route each directed node-to-node link elsewhere
+        (the chaos harness points it at a fault proxy); a node's entry for itself must stay
+        its listen address (the node checks that)."""
+        return self.nodes[to_id].address
+
     def command(self, node_id: int) -> list[str]:
         """The command line that runs node ``node_id``."""
         node = self.nodes[node_id]
-        peers = ",".join(f"{n.node_id}={n.address}" for n in self.nodes.values())
+        peers = ",".join(f"{n.node_id}={self.peer_address(node_id, n.node_id)}" for n in self.nodes.values())
         return [
             self._python, "-m", "millpond.cli", "node",
             "--node-id", str(node_id), "--listen", node.address,
