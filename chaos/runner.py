@@ -138,8 +138,9 @@ async def _run(config: RunConfig, directory: Path) -> RunOutcome:
     faults = fault_names(config.nemesis)
     plan = plan_schedule(config.seed, config.duration_s, faults,
                          ScheduleConfig(config.quiet_s, config.fault_s, config.faults_at_once))
+    # Node ports are not derived from the seed: two runs of one seed may run side by side.
     cluster = ChaosCluster(config.nodes, node_args=(*FAST_NODE_ARGS, *workload.node_args),
-                           proxy=config.proxy, seed=config.seed)
+                           proxy=config.proxy)
     record: dict[str, Any] = {
         "config": _config_json(config), "faults": faults, "plan": plan.to_json(),
         "workload": {"name": workload.name, "allowed": sorted(workload.allowed),

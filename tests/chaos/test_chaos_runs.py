@@ -47,12 +47,19 @@ def _faults_took_effect(results: dict[str, Any]) -> None:
     assert sends["ok"] > 100, sends
 
 
+#: The negative control's faults, both at once: a leader kill (catches the unsafe flag when it
+#: lands within the few milliseconds between an in-memory append and its replication, so in most
+#: runs but not all) and a silent isolation of a leader (an isolated leader acknowledges
+#: everything it receives until check-quorum makes it step down: caught every time).
+CONTROL_NEMESIS = ("kill-leader", "partition-isolate-leader-silent")
+
+
 @pytest.mark.parametrize(("nemesis", "seed", "options", "at_once"), [
-    (("kill-leader",), 1, BUSY, 1),
+    (("kill-leader",), 1, {}, 1),
     (("pause-leader",), 2, {}, 1),
     (("partition-isolate-leader-silent",), 3, {}, 1),
     (("partition-halves-refuse",), 4, {}, 1),
-    (("kill-one", "partition-one-way-silent"), 5, {}, 2),
+    (CONTROL_NEMESIS, 1, BUSY, 2),
 ], ids=["kill-leader", "pause-leader", "isolate-leader-silent", "halves-refuse", "kill+partition"])
 def test_log_workload_stays_valid_under_faults(tmp_path: Path, nemesis: tuple[str, ...], seed: int,
                                                options: dict[str, str], at_once: int) -> None:
@@ -65,8 +72,9 @@ def test_log_workload_stays_valid_under_faults(tmp_path: Path, nemesis: tuple[st
 
 
 def test_negative_control_loses_acknowledged_writes(tmp_path: Path) -> None:
-    """Same seed and load as the kill-leader run above, on nodes that ack before commit."""
-    outcome, results = _run(tmp_path, workload="log-unsafe", nemesis=("kill-leader",), seed=1)
+    """Same seed, faults and load as the kill+partition run above, on nodes that ack before commit."""
+    outcome, results = _run(tmp_path, workload="log-unsafe", nemesis=CONTROL_NEMESIS, seed=1,
+                            faults_at_once=2)
     assert outcome.exit_code == 1, _explain(outcome, results)
     errors = results["verdict"]["errors"]
     assert errors.get("lost-write", {}).get("count", 0) > 0 or errors.get("unseen", {}).get("count", 0) > 0, \
