@@ -2,7 +2,9 @@
 
 The cache is filled from ``Admin.DescribeCluster(include_topics=True)``,
 asked of any node: the node that answered last, then the other known nodes,
-then the bootstrap addresses, until one answers. It is refreshed when a
+then the bootstrap addresses, until one answers with a view that names an
+active controller (a node cut off from the majority still answers, with a
+stale view; it is used only if no node knows better). It is refreshed when a
 caller finds it wrong (``NOT_LEADER`` without a leader hint, an unknown
 topic, a node gone); a ``NOT_LEADER`` error that names the leader updates the
 one partition at once. Refreshes are single-flight: concurrent callers share
@@ -50,6 +52,7 @@ class MetadataCache:
         self._hints: dict[TopicPartition, str] = {}
         self._stale: set[TopicPartition] = set()
         self._preferred: str | None = None
+        self._controller = 0
         self._refreshing: asyncio.Future[admin_pb2.DescribeClusterResponse] | None = None
         self.refreshes = 0
         """How many refreshes completed (for statistics and tests)."""
@@ -108,10 +111,26 @@ class MetadataCache:
     async def _describe(self) -> admin_pb2.DescribeClusterResponse:
         request = admin_pb2.DescribeClusterRequest(include_topics=True)
 
-        async def describe(address: str) -> admin_pb2.DescribeClusterResponse:
-            return await call(self._connections.admin(address).DescribeCluster, request, self._timeout_s)
+        stale: list[tuple[str, admin_pb2.DescribeClusterResponse]] = []
 
-        response = await self.call_any(describe)
+        async def describe(address: str) -> admin_pb2.DescribeClusterResponse:
+            response: admin_pb2.DescribeClusterResponse = await call(
+                self._connections.admin(address).DescribeCluster, request, self._timeout_s)
+            if not response.controller:
+                # A node that knows no active controller is cut off from the metadata majority (or
+                # the cluster is starting): its view is stale. Ask the others; use it only if no
+                # node knows better.
+                stale.append((address, response))
+                raise Unavailable(f"node {address} knows no active controller")
+            return response
+
+        try:
+            response = await self.call_any(describe)
+        except Unavailable:
+            if not stale:
+                raise
+            address, response = stale[0]
+            self._preferred = address
         self.apply(response)
         self.refreshed_at_s = asyncio.get_running_loop().time()
         return response
@@ -133,6 +152,7 @@ class MetadataCache:
         """Replace the cached metadata with ``response`` (hints and stale marks are dropped)."""
         self._nodes = {node.id: node.address for node in response.nodes if node.address}
         self._alive = {node.id for node in response.nodes if node.alive}
+        self._controller = response.controller
         topics: dict[str, _TopicRoutes] = {}
         for topic in response.topics:
             leaders = [0] * (max((p.partition for p in topic.partitions), default=-1) + 1)
@@ -194,6 +214,16 @@ class MetadataCache:
 
     def node_address(self, node_id: int) -> str | None:
         return self._nodes.get(node_id)
+
+    def controller_address(self) -> str | None:
+        """Address of the active controller as of the last refresh (or redirect), ``None`` if unknown."""
+        return self._nodes.get(self._controller) if self._controller else None
+
+    def note_controller(self, node_id: int, address: str) -> None:
+        """Adopt the active controller named by a ``NOT_CONTROLLER`` answer (``node_id`` 0: unknown)."""
+        self._controller = node_id
+        if node_id and address:
+            self._nodes[node_id] = address
 
     # --- correcting ----------------------------------------------------------------
     def note_not_leader(self, tp: TopicPartition, error: NotLeader) -> None:

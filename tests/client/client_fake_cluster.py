@@ -72,6 +72,9 @@ class State:
     nodes: dict[int, str] = field(default_factory=dict)
     down: set[int] = field(default_factory=set)
     """Nodes that answer UNAVAILABLE to everything."""
+    cut_off: set[int] = field(default_factory=set)
+    """Nodes cut off from the majority: they answer metadata requests with a stale view (no
+    active controller, no partition leader), as a real isolated node does."""
     topics: dict[str, list[Partition]] = field(default_factory=dict)
     topic_ids: dict[str, int] = field(default_factory=dict)
     faults: deque[Fault] = field(default_factory=deque)
@@ -137,6 +140,16 @@ class FakeNode(admin_pb2_grpc.AdminServicer, broker_pb2_grpc.BrokerServicer):
 
     async def DescribeCluster(self, request: Any, context: Any) -> admin_pb2.DescribeClusterResponse:
         await self._gate("DescribeCluster", context)
+        if self.node_id in self.state.cut_off:
+            stale = [common_pb2.TopicInfo(
+                name=name, topic_id=self.state.topic_ids[name], replication_factor=1,
+                partitions=[common_pb2.PartitionInfo(partition=i, leader=0)
+                            for i in range(len(self.state.topics[name]))])
+                for name in sorted(self.state.topics)] if request.include_topics else []
+            return admin_pb2.DescribeClusterResponse(
+                cluster_id="fake", controller=0, topics=stale,
+                nodes=[common_pb2.NodeInfo(id=i, address=a, epoch=1, alive=True)
+                       for i, a in sorted(self.state.nodes.items())])
         return admin_pb2.DescribeClusterResponse(
             cluster_id="fake",
             nodes=[common_pb2.NodeInfo(id=i, address=a, epoch=1, alive=i not in self.state.down)

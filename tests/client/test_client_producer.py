@@ -54,6 +54,21 @@ def test_keyed_records_land_on_murmur2_partitions_in_order_with_their_fields(fak
         assert all(r.headers[1] == ("empty", None) for r in stored)
 
 
+def test_metadata_from_a_node_cut_off_from_the_majority_is_not_trusted(fake: FakeCluster) -> None:
+    """The first bootstrap node is isolated: it still answers, with no controller and no leaders.
+    The producer must ask the other nodes instead of waiting out its delivery timeout."""
+    fake.create_topic("cut", 2, leaders=[2, 3])
+    fake.call(lambda state: state.cut_off.add(1))
+
+    async def test() -> list[RecordMetadata]:
+        async with AsyncProducer(fake.address(1) + "," + fake.bootstrap, _config()) as producer:
+            futures = [await producer.send("cut", b"v", partition=p) for p in (0, 1)]
+            return list(await asyncio.gather(*futures))
+
+    acks = _run(test)
+    assert sorted(a.partition for a in acks) == [0, 1]
+
+
 def test_keyless_records_stick_to_one_partition_per_batch_then_move_on(fake: FakeCluster) -> None:
     fake.create_topic("logs", 3)
 
