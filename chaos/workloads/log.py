@@ -15,7 +15,9 @@ acknowledged record can die with its leader before any follower has it, so
 *expected* and reported as allowed: the documented semantics of ``acks=1``.
 
 Options (``--opt k=v``): ``partitions`` (3), ``producers`` (4), ``pollers`` (2),
-``keys`` (12), ``rate`` (total sends per second, 150), ``send_timeout_ms`` (3000).
+``keys`` (12), ``rate`` (total sends per second, 150), ``send_timeout_ms`` (3000),
+``replication`` (min(3, nodes); fewer replicas than nodes gives the ``membership`` fault
+somewhere to move a replica to).
 """
 
 from __future__ import annotations
@@ -54,10 +56,11 @@ class LogOptions:
     keys: int = 12
     rate: float = 150.0
     send_timeout_ms: int = 3000
+    replication: int = 0  # 0: min(3, nodes)
 
     @classmethod
     def parse(cls, options: Mapping[str, str]) -> LogOptions:
-        known = {"partitions", "producers", "pollers", "keys", "rate", "send_timeout_ms"}
+        known = {"partitions", "producers", "pollers", "keys", "rate", "send_timeout_ms", "replication"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown log workload options {unknown}; known: {sorted(known)}")
@@ -69,14 +72,15 @@ class LogOptions:
                 keys=int(options.get("keys", cls.keys)),
                 rate=float(options.get("rate", cls.rate)),
                 send_timeout_ms=int(options.get("send_timeout_ms", cls.send_timeout_ms)),
+                replication=int(options.get("replication", cls.replication)),
             )
         except ValueError as exc:
             raise ValueError(f"bad log workload option: {exc}") from exc
         for name in ("partitions", "producers", "keys", "send_timeout_ms"):
             if getattr(parsed, name) < 1:
                 raise ValueError(f"option {name} must be >= 1")
-        if parsed.pollers < 0 or not 0 < parsed.rate <= 10_000:
-            raise ValueError("pollers must be >= 0 and rate in (0, 10000]")
+        if parsed.pollers < 0 or not 0 < parsed.rate <= 10_000 or parsed.replication < 0:
+            raise ValueError("pollers and replication must be >= 0 and rate in (0, 10000]")
         return parsed
 
 
@@ -101,14 +105,16 @@ class LogWorkload:
         self._client: WireClient | None = None
 
     def configure(self, options: Mapping[str, str], nodes: int) -> None:
-        """Apply ``--opt`` values (ValueError names a bad one); replication = node count."""
+        """Apply ``--opt`` values (ValueError names a bad one)."""
         self.options = LogOptions.parse({**self._defaults, **options})
         self.partitions = self.options.partitions
-        self._replication = nodes
+        self._replication = self.options.replication or min(3, nodes)
+        if self._replication > nodes:
+            raise ValueError(f"replication {self._replication} exceeds the {nodes} nodes")
 
     # --- setup ---------------------------------------------------------------------------------
     async def setup(self, ctx: WorkloadContext) -> None:
-        self._replication = self._replication or len(ctx.addresses)
+        self._replication = self._replication or min(3, len(ctx.addresses))
         self._client = WireClient(dict(ctx.addresses), self.topic, RPC_TIMEOUT_S)
         await _create_topic(ctx.addresses, self.topic, self.partitions, self._replication)
         loop = asyncio.get_running_loop()
