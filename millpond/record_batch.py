@@ -5,7 +5,9 @@ broker never looks at individual records: it checks the header and the CRC
 (:func:`validate_batch`), writes the batch's base offset and leader epoch into
 the header (:func:`stamp`, no CRC recomputation), and stores and serves the
 bytes unchanged. Consumers split a fetch response into batches
-(:func:`iter_batches`) and decode them (:func:`decode_batch`).
+(:func:`iter_batches`) and decode them (:func:`decode_batch`). The one
+exception is log compaction, which reads keys (:func:`scan_keys`) and writes
+a stored batch back with fewer records, same offsets (:func:`retain_records`).
 
 The byte layout is specified in ``docs/record-format.md``; this module is the
 reference implementation. In short (all integers big-endian):
@@ -54,6 +56,7 @@ from millpond.limits import (
 )
 
 __all__ = [
+    "ATTRIBUTE_COMPACTED",
     "ATTRIBUTE_COMPRESSION_MASK",
     "ATTRIBUTE_CONTROL",
     "ATTRIBUTE_LOG_APPEND_TIME",
@@ -68,6 +71,7 @@ __all__ = [
     "CorruptBatch",
     "InvalidBatch",
     "InvalidRecords",
+    "KeyScan",
     "Record",
     "batch_bytes_max",
     "batch_records_max",
@@ -77,9 +81,12 @@ __all__ = [
     "encode_batch",
     "header_key_bytes_max",
     "iter_batches",
+    "null_key_index",
     "parse_header",
     "record_headers_max",
     "record_size_bytes",
+    "retain_records",
+    "scan_keys",
     "stamp",
     "stamp_into",
     "timestamp_ms_max",
@@ -109,6 +116,10 @@ ATTRIBUTE_LOG_APPEND_TIME: Final = 0x0008
 ATTRIBUTE_TRANSACTIONAL: Final = 0x0010
 #: Attribute bit 5: the batch carries control records (transaction markers).
 ATTRIBUTE_CONTROL: Final = 0x0020
+#: Attribute bit 6: the broker rewrote this batch when it compacted the partition (:func:`retain_records`):
+#: some records are gone, so the record count may be below last offset delta + 1 and the offset deltas
+#: may have gaps. Only the broker sets it; a produced batch carrying it is refused (an unknown bit there).
+ATTRIBUTE_COMPACTED: Final = 0x0040
 _ATTRIBUTES_KNOWN: Final = (
     ATTRIBUTE_COMPRESSION_MASK | ATTRIBUTE_LOG_APPEND_TIME | ATTRIBUTE_TRANSACTIONAL | ATTRIBUTE_CONTROL
 )
@@ -242,6 +253,11 @@ class BatchHeader:
     @property
     def control(self) -> bool:
         return bool(self.attributes & ATTRIBUTE_CONTROL)
+
+    @property
+    def compacted(self) -> bool:
+        """True if compaction rewrote the batch (records may be missing; see :func:`retain_records`)."""
+        return bool(self.attributes & ATTRIBUTE_COMPACTED)
 
 
 # --- Sizes (for producers capping batches) ----------------------------------
@@ -883,3 +899,143 @@ def decode_batch(
         _record_headers(data, columns) if columns.header_key_lengths else repeat(())
     )
     return header, list(map(Record, keys, values, headers, timestamps, offsets))
+
+
+# --- Compaction: reading keys, rewriting a batch with fewer records ------------
+class KeyScan(NamedTuple):
+    """What compaction needs of a batch's records, read without copying any value."""
+
+    header: BatchHeader
+    offsets: Sequence[int]
+    """Absolute offset of each record (base offset + offset delta)."""
+    timestamps: Sequence[int]
+    """Each record's timestamp (the max timestamp for a log-append-time batch)."""
+    keys: list[bytes | None]
+    tombstones: list[bool]
+    """True where the value is null (a tombstone)."""
+
+
+def null_key_index(buf: bytes | bytearray | memoryview, record_count: int) -> int:
+    """Index of the first record with a null key in a batch :func:`validate_batch` accepted, or -1.
+
+    Reads only the key-length column (one C-level unpack, no record is decoded): what a
+    compacted topic checks on produce, where every record needs a key.
+    """
+    if record_count <= 0:
+        return -1
+    lengths = struct.unpack_from(f">{record_count}i", buf, BATCH_HEADER_BYTES + 12 * record_count)
+    return lengths.index(-1) if -1 in lengths else -1
+
+
+def scan_keys(buf: bytes | bytearray | memoryview, *, verify: bool = True) -> KeyScan:
+    """The offsets, timestamps, keys and tombstone flags of one whole batch; values are not copied.
+
+    Raises what :func:`decode_batch` raises.
+    """
+    data = buf if type(buf) is bytes else bytes(buf)
+    header = _parse_framing(data)
+    if verify:
+        verify_crc(data)
+    _check_count_fits(header)
+    if header.compression:
+        raise InvalidBatch(
+            "attributes", f"compression codec {header.compression} is not supported by this reader"
+        )
+    columns = _read_columns(data, header)
+    count = header.record_count
+    keys, _ = _slices(data, columns.key_lengths, columns.keys_at)
+    timestamps: Sequence[int]
+    if header.log_append_time:
+        timestamps = [header.max_timestamp_ms] * count
+    else:
+        timestamps = list(map(header.first_timestamp_ms.__add__, columns.timestamp_deltas))
+    base = header.base_offset
+    offsets: Sequence[int]
+    if columns.offset_deltas is None:
+        offsets = range(base, base + count)
+    else:
+        offsets = [base + delta for delta in columns.offset_deltas]
+    tombstones = [length == -1 for length in columns.value_lengths]
+    return KeyScan(header, offsets, timestamps, keys, tombstones)
+
+
+def retain_records(buf: bytes | bytearray | memoryview, keep: Sequence[bool]) -> bytes:
+    """A stamped batch rewritten to hold only the records whose ``keep`` flag is true.
+
+    What compaction writes in place of a stored batch. Every header field stays
+    as it was (base offset, leader epoch, last offset delta, first and max
+    timestamps, producer id, epoch and sequence) except the record count, the
+    length and the CRC (recomputed), and the attributes, which gain
+    :data:`ATTRIBUTE_COMPACTED`. Kept records keep their absolute offsets (the
+    offset-delta column is explicit and may now have gaps) and their timestamp
+    deltas (still relative to the unchanged first timestamp), so the batch still
+    ends at the same offset, and a reader positioned past its last record still
+    fetches from the next batch. Keeping no record gives an empty, header-only batch.
+
+    Deterministic and composable: rewriting a rewritten batch with ``keep2`` gives
+    the same bytes as rewriting the original with ``keep1 and keep2`` — which is
+    why replicas that compact the same records in different orders, or receive
+    batches already compacted by the leader, end with identical bytes.
+
+    Raises what :func:`decode_batch` raises if ``buf`` is not a whole, intact batch,
+    and ``ValueError`` if ``keep`` does not have one flag per record.
+    """
+    data = buf if type(buf) is bytes else bytes(buf)
+    header = _parse_framing(data)
+    verify_crc(data)
+    _check_count_fits(header)
+    if header.compression:
+        raise InvalidBatch(
+            "attributes", f"compression codec {header.compression} is not supported by this reader"
+        )
+    columns = _read_columns(data, header)
+    count = header.record_count
+    if len(keep) != count:
+        raise ValueError(f"keep has {len(keep)} flags for a batch of {count} records")
+    kept = [i for i, flag in enumerate(keep) if flag]
+    # Where each record's strings start and end: string i spans ends[i]..ends[i + 1].
+    key_ends = list(accumulate((max(n, 0) for n in columns.key_lengths), initial=columns.keys_at))
+    value_ends = list(accumulate((max(n, 0) for n in columns.value_lengths), initial=key_ends[-1]))
+    first_header = list(accumulate(columns.header_counts, initial=0))
+    header_key_ends = list(accumulate(columns.header_key_lengths, initial=columns.header_keys_at))
+    header_value_ends = list(
+        accumulate((max(n, 0) for n in columns.header_value_lengths), initial=header_key_ends[-1])
+    )
+    offset_deltas = range(count) if columns.offset_deltas is None else columns.offset_deltas
+    header_key_lengths = [
+        n for i in kept for n in columns.header_key_lengths[first_header[i] : first_header[i + 1]]
+    ]
+    header_value_lengths = [
+        n for i in kept for n in columns.header_value_lengths[first_header[i] : first_header[i + 1]]
+    ]
+    kept_count = len(kept)
+    header_total = len(header_key_lengths)
+    packed = struct.pack(
+        f">{kept_count}q{4 * kept_count + 2 * header_total}i",
+        *[columns.timestamp_deltas[i] for i in kept],
+        *[offset_deltas[i] for i in kept],
+        *[columns.key_lengths[i] for i in kept],
+        *[columns.value_lengths[i] for i in kept],
+        *[columns.header_counts[i] for i in kept],
+        *header_key_lengths,
+        *header_value_lengths,
+    )
+    covered_header = _CRC_COVERED.pack(
+        header.attributes | ATTRIBUTE_COMPACTED, header.producer_epoch, header.last_offset_delta,
+        header.first_timestamp_ms, header.max_timestamp_ms, header.producer_id, header.base_sequence,
+        kept_count,
+    )
+    body = b"".join([
+        covered_header,
+        packed,
+        *[data[key_ends[i] : key_ends[i + 1]] for i in kept],
+        *[data[value_ends[i] : value_ends[i + 1]] for i in kept],
+        *[data[header_key_ends[first_header[i]] : header_key_ends[first_header[i + 1]]] for i in kept],
+        *[data[header_value_ends[first_header[i]] : header_value_ends[first_header[i + 1]]] for i in kept],
+    ])
+    return b"".join((
+        _FRAME.pack(MAGIC, BATCH_VERSION, CRC_START + len(body)),
+        _STAMPED.pack(header.base_offset, header.leader_epoch),
+        _CRC.pack(crc32c(body)),
+        body,
+    ))

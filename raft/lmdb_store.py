@@ -49,6 +49,9 @@ snapshot record has index ``s`` and whose log is ``(s, last]``:
   compaction, which starts deleting from index 0 again. LMDB reuses the freed
   pages.
 * ``conf`` holds ``(g, i)`` exactly for the ``CONFIG`` entries of ``(s, last]``.
+* An entry's data may be replaced in place (:meth:`GroupLog.rewrite`, used by
+  log compaction on committed ``DATA`` entries): same index, term and kind, new
+  data and CRC. Raft matches entries by index and term only, so it cannot tell.
 * The hard state, the entries and the snapshot of one ``save`` are written in
   one transaction, so after a crash all of a save is there or none of it.
 
@@ -91,6 +94,9 @@ from one set of bounds and one LMDB read transaction that agree with each
 other (the bounds are immutable and swapped by the writer; a reader that sees
 them swapped while it opened its transaction retries). Reads never wait for
 the writer or an fsync.
+
+A rewritten entry (:meth:`GroupLog.rewrite`) shows its old data until the
+transaction that rewrites it commits, then its new data; the bounds do not move.
 
 This differs from ``MemoryStorage``, whose writes are visible at ``save``.
 The Raft core does not notice: it reads back entries it handed out in a Ready
@@ -146,6 +152,7 @@ from millpond.raft.messages import (
 )
 
 __all__ = [
+    "EntryRewrite",
     "GroupExistsError",
     "GroupLog",
     "GroupLogStatistics",
@@ -579,6 +586,27 @@ class GroupLog:
         job = _CompactJob(self, snapshot)
         await self._writer.submit_durable(job.prepare, job.nbytes)
 
+    def rewrite(self, rewrites: Sequence[EntryRewrite]) -> None:
+        """Queue replacing the data of stored ``DATA`` entries in place, keeping index, term and kind.
+
+        Each ``(index, transform)`` is applied in the writer thread, inside the
+        transaction, to the entry's data *as stored then* (so rewrites of one
+        entry compose in submission order, whatever was durable when they were
+        queued): ``transform(data)`` returns the new data, or None to leave the
+        entry as it is. An index that is no longer stored (compacted away,
+        truncated, or below a snapshot installed since) is skipped. Meant for
+        committed entries only, whose content Raft never compares (it matches
+        entries by index and term): log compaction shrinks record batches this way.
+
+        ``transform`` must be deterministic, fast and thread-safe; anything it
+        raises stops the writer for good (fail-stop), as a failed commit does.
+        Returns once queued; raises as :meth:`save` does.
+        """
+        if not rewrites:
+            return
+        job = _RewriteJob(self, tuple(rewrites))
+        self._writer.submit(job.prepare, job.nbytes)
+
     def statistics(self) -> GroupLogStatistics:
         """The visible bounds and hard state."""
         state = self._visible
@@ -658,6 +686,7 @@ class _WriteTxn:
         self.entries_written = 0
         self.bytes_written = 0
         self.entries_deleted = 0
+        self.entries_rewritten = 0
 
     def put_entries(self, items: list[tuple[bytes, bytes]]) -> None:
         self.txn.cursor(db=self.env.log).putmulti(items)
@@ -801,7 +830,57 @@ class _CompactJob:
         return True
 
 
-_Job = _SaveJob | _CompactJob
+EntryRewrite = tuple[int, Callable[[bytes], bytes | None]]
+"""``(index, transform)``: see :meth:`GroupLog.rewrite`."""
+
+
+@dataclass(slots=True)
+class _RewriteJob:
+    """A ``rewrite``: new data for stored entries, computed in the writer from what is stored."""
+
+    log: GroupLog
+    rewrites: tuple[EntryRewrite, ...]
+    after: _LogState | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return ENTRY_OVERHEAD_BYTES * len(self.rewrites)
+
+    @property
+    def rewrite_from(self) -> int | None:
+        return None  # the bounds do not move: readers see the old or the new data, both whole
+
+    def prepare(self, seq: int) -> _RewriteJob:
+        log = self.log
+        log._env.check_open()
+        self.after = log._submitted  # unchanged bounds, bound to every write accepted before
+        log._last_seq = seq
+        return self
+
+    def apply(self, txn: _WriteTxn) -> bool:
+        env, group = txn.env, self.log.group
+        state = self.after
+        if state is None:
+            unreachable("a rewrite was queued without being prepared", group=group)
+        for index, transform in self.rewrites:
+            if not state.base < index <= state.last:
+                continue  # compacted away or truncated since it was queued
+            key = _KEY.pack(group, index)
+            stored = txn.txn.get(key, db=env.log)
+            if stored is None:
+                continue
+            entry = _decode_entry(group, index, stored)
+            invariant(entry.kind == EntryKind.DATA, "rewrite of an entry that is not DATA",
+                      group=group, index=index, kind=entry.kind)
+            data = transform(entry.data)
+            if data is None or data == entry.data:
+                continue
+            txn.put(env.log, key, _encode_entry(Entry(entry.term, index, entry.kind, data)))
+            txn.entries_rewritten += 1
+        return False
+
+
+_Job = _SaveJob | _CompactJob | _RewriteJob
 
 
 # -- the writer's batch commit ---------------------------------------------------
@@ -836,7 +915,7 @@ class _Committer:
         self._garbage: dict[GroupLog, None] = {}  # ordered set; writer thread only
         self._lock = threading.Lock()
         self._counters = {"transactions": 0, "entries_written": 0, "bytes_written": 0,
-                          "entries_deleted": 0}
+                          "entries_deleted": 0, "entries_rewritten": 0}
 
     def has_garbage(self) -> bool:
         """True while some group has compacted-away entries left to delete."""
@@ -885,6 +964,7 @@ class _Committer:
             self._counters["entries_written"] += txn.entries_written
             self._counters["bytes_written"] += txn.bytes_written
             self._counters["entries_deleted"] += txn.entries_deleted
+            self._counters["entries_rewritten"] += txn.entries_rewritten
 
     def counters(self) -> dict[str, int]:
         with self._lock:
@@ -900,7 +980,8 @@ class LogStoreStatistics:
     with ``sync=True`` each is one durable commit, so ``fsyncs == transactions``
     (LMDB syncs the data pages, then the meta page). ``writes`` counts queued
     saves and compactions, ``writes_committed`` those made durable;
-    ``bytes_written`` counts encoded record bytes.
+    ``bytes_written`` counts encoded record bytes; ``entries_rewritten`` entries whose data a
+    :meth:`GroupLog.rewrite` replaced.
     """
 
     writes: int
@@ -911,6 +992,7 @@ class LogStoreStatistics:
     entries_written: int
     bytes_written: int
     entries_deleted: int
+    entries_rewritten: int
     groups_with_garbage: int
     queue_writes: int
     queue_bytes: int
@@ -1039,6 +1121,7 @@ class LogStore:
             batch_writes_max=writer.batch_writes_max,
             entries_written=counters["entries_written"], bytes_written=counters["bytes_written"],
             entries_deleted=counters["entries_deleted"],
+            entries_rewritten=counters["entries_rewritten"],
             groups_with_garbage=counters["groups_with_garbage"],
             queue_writes=writer.queue_writes, queue_bytes=writer.queue_bytes,
             queue_writes_peak=writer.queue_writes_peak, groups_open=groups,

@@ -53,7 +53,8 @@ def _create(cluster: LocalCluster, name: str, partitions: int, replication: int 
     (the client copes with moves; some tests compare exact offsets).
     """
     with Admin(cluster.bootstrap) as admin:
-        admin.create_topic(name, partitions, replication)
+        # retention_ms=-1: some tests produce records stamped decades ago, which retention would delete.
+        admin.create_topic(name, partitions, replication, {"retention_ms": "-1"})
     def led_by_preferred() -> bool:
         with Admin(cluster.bootstrap) as admin:
             # UnknownTopic until the node that answers has applied the creation: keep polling.

@@ -104,7 +104,8 @@ def test_follower_down_shrinks_the_isr_and_rejoins(make_cluster) -> None:
         channel, stub = broker_stub(cluster.address(cluster.leader("isr", 0)))
         with channel:
             for i in range(50):  # a majority still commits
-                produce_raw(stub, "isr", 0, encode_batch([Record(None, b"x%d" % i)], timestamp_ms=1))
+                now_ms = int(time.time() * 1000)  # an ancient timestamp would fall to retention
+                produce_raw(stub, "isr", 0, encode_batch([Record(None, b"x%d" % i)], timestamp_ms=now_ms))
         cluster.start_node(follower)
         wait_for(lambda: follower in client.describe_topic("isr").partitions[0].isr, 60,
                  "the follower back in the ISR")
@@ -121,7 +122,8 @@ def test_node_gone_past_the_replacement_delay_is_replaced(make_cluster) -> None:
         channel, stub = broker_stub(cluster.address(cluster.leader("moved", 0)))
         with channel:
             for i in range(20):
-                produce_raw(stub, "moved", 0, encode_batch([Record(None, b"y%d" % i)], timestamp_ms=1))
+                now_ms = int(time.time() * 1000)  # an ancient timestamp would fall to retention
+                produce_raw(stub, "moved", 0, encode_batch([Record(None, b"y%d" % i)], timestamp_ms=now_ms))
         cluster.kill(victim)
 
         def restored() -> bool:

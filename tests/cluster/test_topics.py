@@ -56,7 +56,7 @@ def test_the_broker_refuses_bad_batches_and_offsets_and_stores_nothing(make_clus
     leader = cluster.leader("strict", 0)
     channel, stub = broker_stub(cluster.address(leader))
     with channel:
-        good = encode_batch([Record(b"k", b"v")], timestamp_ms=1)
+        good = encode_batch([Record(b"k", b"v")], timestamp_ms=int(time.time() * 1000))  # retention keeps it
         produce_raw(stub, "strict", 0, good)
 
         def refused(batch: bytes) -> grpc.RpcError:

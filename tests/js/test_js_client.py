@@ -241,8 +241,9 @@ def _python_produces_js_consumes(js: JsClient, bootstrap: str, topic: str) -> No
 def test_js_and_python_clients_exchange_records_through_a_3_node_cluster(node: str, tmp_path: Path) -> None:
     with LocalCluster(3, data_dir=tmp_path / "cluster", node_args=FAST, ready_timeout_s=90) as cluster:
         with Admin(cluster.bootstrap, ClientConfig(request_timeout_ms=5000)) as admin:
-            admin.create_topic("js-to-py", partitions=5, replication_factor=3)
-            admin.create_topic("py-to-js", partitions=4, replication_factor=3)
+            keep = {"retention_ms": "-1"}  # the records carry 2023 timestamps, which retention would delete
+            admin.create_topic("js-to-py", partitions=5, replication_factor=3, config=keep)
+            admin.create_topic("py-to-js", partitions=4, replication_factor=3, config=keep)
         for topic, partitions in (("js-to-py", 5), ("py-to-js", 4)):
             for partition in range(partitions):
                 cluster.leader(topic, partition, timeout_s=30)

@@ -44,16 +44,20 @@ class Consumer {
       { topic, partition, offset: String(offset), maxBytes, maxWaitMs },
       this.cluster.options.requestTimeoutMs + maxWaitMs);
     const records = [];
+    let nextOffset = offset;
     for (const batch of iterBatches(response.batches)) {
-      for (const record of decodeBatch(batch).records) {
+      const { header, records: decoded } = decodeBatch(batch);
+      for (const record of decoded) {
         if (record.offset >= offset) records.push({ topic, partition, ...record }); // a batch may start before offset
       }
+      // The batch's end, not its last record: compaction may have removed its last records, or all.
+      nextOffset = Math.max(nextOffset, header.baseOffset + header.lastOffsetDelta + 1);
     }
     this.stats.fetches++;
     this.stats.records += records.length;
     return {
       records,
-      nextOffset: records.length ? records[records.length - 1].offset + 1 : offset,
+      nextOffset,
       highWatermark: toNumber(response.highWatermark),
       logStartOffset: toNumber(response.logStartOffset),
     };
