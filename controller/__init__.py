@@ -7,6 +7,9 @@
 * :mod:`~millpond.controller.placement` — pure replica placement;
 * :mod:`~millpond.controller.decisions` — the active controller's pure decision rules;
 * :mod:`~millpond.controller.controller` — :class:`ActiveController`, the shell that proposes them;
+* :mod:`~millpond.controller.groups` — consumer groups, pure (records, state, assignors, coordinator);
+* :mod:`~millpond.controller.group_coordinator` — :class:`GroupCoordinator`, their shell on the
+  active controller;
 * :mod:`~millpond.controller.reports` — heartbeat reports and leader actions;
 * :mod:`~millpond.controller.ids` — group ids of partitions.
 """
@@ -19,6 +22,7 @@ from millpond.controller.controller import (
     Propose,
     TopicDescription,
 )
+from millpond.controller.group_coordinator import GroupCoordinator, GroupCoordinatorStatistics
 from millpond.controller.ids import METADATA_GROUP, group_id, split_group
 from millpond.controller.records import MetadataRecord, RecordDecodeError, decode, encode
 from millpond.controller.reports import ActionKind, HeartbeatResult, LeaderAction, LeaderReport
@@ -39,6 +43,8 @@ __all__ = [
     "ApplyResult",
     "ControllerSettings",
     "ControllerStatistics",
+    "GroupCoordinator",
+    "GroupCoordinatorStatistics",
     "HeartbeatResult",
     "ImageStatistics",
     "LeaderAction",

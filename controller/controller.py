@@ -8,12 +8,18 @@ changes nothing itself: it proposes records and learns their outcome when the
 metadata log applies them (``propose`` resolves with the
 :class:`~millpond.controller.state.ApplyResult`).
 
+It also coordinates consumer groups through its :attr:`ActiveController.groups`
+(:class:`~millpond.controller.group_coordinator.GroupCoordinator`): member
+heartbeats, offset commits, group deletion and offset resets, and, on each
+tick, the removal of members whose session expired.
+
 What it keeps only in memory (lost, and rebuilt, on failover): when each node
 last heartbeated, each node's latest leader reports, since when each fenced
-node has been fenced, and the leader-transfer rate window. A new active
-controller therefore starts with fresh timers: every node gets a full session
-timeout of grace, a fenced node's replacement delay starts over, and the
-partitions' offsets are unknown until their leaders report (one heartbeat).
+node has been fenced, the leader-transfer rate window, and each group
+member's session. A new active controller therefore starts with fresh timers:
+every node (and group member) gets a full session timeout of grace, a fenced
+node's replacement delay starts over, and the partitions' offsets are unknown
+until their leaders report (one heartbeat).
 
 How the node wires it (see also the module docs of ``state`` and ``reports``):
 
@@ -32,10 +38,13 @@ How the node wires it (see also the module docs of ``state`` and ``reports``):
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from millpond.controller import decisions, records
+from millpond.controller.group_coordinator import GroupCoordinator
+from millpond.controller.groups.coordinator import DEFAULT_SETTINGS, GroupSettings
 from millpond.controller.placement import place_partitions
 from millpond.controller.records import (
     AddPartitions,
@@ -95,6 +104,11 @@ heartbeat_actions_max = 1024
 #: Largest node id (``uint32`` on the wire; 0 means "no node").
 node_id_max = 2**32 - 1
 _INCARNATION_LIMIT = 2**64
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
 
 Propose = Callable[[bytes], Awaitable[ApplyResult]]
 """Append one encoded record to the metadata log; resolve when it is applied (its
@@ -182,7 +196,10 @@ class ActiveController:
     """
 
     def __init__(self, image: MetadataImage, propose: Propose, now_ms: Callable[[], int],
-                 settings: ControllerSettings | None = None) -> None:
+                 settings: ControllerSettings | None = None, *,
+                 group_settings: GroupSettings = DEFAULT_SETTINGS,
+                 wall_ms: Callable[[], int] | None = None,
+                 new_member_id: Callable[[], str] | None = None) -> None:
         self._settings = settings or ControllerSettings()
         self._settings.validate()
         self._image = image
@@ -197,6 +214,11 @@ class ActiveController:
         self._unfencing: set[int] = set()
         self._admin = asyncio.Lock()
         self._proposed = self._rejected = self._transfers = self._reassignments = 0
+        self.groups = GroupCoordinator(image, self._propose_all, now_ms, wall_ms or _wall_ms, group_settings,
+                                       new_member_id)
+        """Consumer groups: heartbeats, offsets, deletion, resets (``group_settings``; ``wall_ms`` stamps
+        offset commits, default the system clock; ``new_member_id`` names joining members, default
+        random UUIDs)."""
 
     @property
     def settings(self) -> ControllerSettings:
@@ -297,12 +319,13 @@ class ActiveController:
     # --- periodic work -------------------------------------------------------------------------
 
     async def tick(self) -> tuple[ApplyResult, ...]:
-        """Fence silent nodes, record leader/ISR changes, complete and start reassignments.
+        """Fence silent nodes, record leader/ISR changes, complete and start reassignments, and
+        remove consumer-group members whose session expired (:meth:`GroupCoordinator.tick`).
 
-        Proposes at most :data:`controller_records_per_tick_max` records and
-        awaits them all; returns their results (rejections included: a record
-        that raced with another change is simply re-decided next tick). Call
-        from one task, every ``heartbeat_interval_ms``.
+        Proposes at most :data:`controller_records_per_tick_max` records (and
+        the group expirations) and awaits them all; returns their results
+        (rejections included: a record that raced with another change is simply
+        re-decided next tick). Call from one task, every ``heartbeat_interval_ms``.
         """
         settings, image = self._settings, self._image
         now = self._now_ms()
@@ -326,7 +349,7 @@ class ActiveController:
         self._reassignments += sum(1 for record in batch if isinstance(record, ReassignReplicas))
         results = await self._propose_all(batch)
         self._observe_fencing(now)  # a node fenced by this tick is fenced since now
-        return results
+        return results + await self.groups.tick()
 
     def _observe_fencing(self, now: int) -> None:
         for node in self._image.nodes():
@@ -521,7 +544,12 @@ class ActiveController:
         return result
 
     async def _propose_all(self, pending: Sequence[MetadataRecord]) -> tuple[ApplyResult, ...]:
-        """Propose ``pending`` together (Raft batches them) and await every result.
+        """Propose ``pending`` together (Raft batches them), in order, and await every result.
+
+        ``propose`` appends synchronously before its first suspension (the node's
+        does; the test log appends after one ``sleep(0)``, in call order), so the
+        tasks ``gather`` starts in list order append in list order: the consumer-group
+        records of one decision reach the log in decision order.
 
         If any proposal fails, all are awaited first, then the first
         :class:`NotController` (else the first error) is raised.

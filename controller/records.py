@@ -15,7 +15,10 @@ Codec, format 1
                  {"type": "<type name>", "v": <type version>, "<field>": <value>, ...}
 
 Field values are JSON integers, strings, booleans, lists of integers, lists of
-lists of integers, or objects of string to string (see :data:`FIELD_KINDS`).
+lists of integers, or objects of string to string (see :data:`FIELD_KINDS`);
+record types declared in other modules add their own kinds with
+:func:`register_field_kind` (the consumer-group records' partition sets, see
+:mod:`millpond.controller.groups.records`).
 
 Why JSON: the metadata log is low volume (node registrations, topic changes,
 leader and ISR changes: tens of records per second in a busy cluster, against
@@ -70,6 +73,7 @@ __all__ = [
     "encode",
     "record_types",
     "register",
+    "register_field_kind",
 ]
 
 #: Format byte of the JSON codec.
@@ -175,6 +179,22 @@ FIELD_KINDS: Final[dict[object, _Kind]] = {
     tuple[tuple[str, str], ...]: _Kind("an object of strings", _str_map, dict),
 }
 """Python annotation of a record field -> how it is checked and written as JSON."""
+
+
+def register_field_kind(annotation: object, name: str, normalize: Callable[[object], Any],
+                        to_json: Callable[[Any], object]) -> None:
+    """Teach the codec a field kind: fields annotated ``annotation`` are checked (and normalized) by
+    ``normalize`` and written by ``to_json``; ``name`` says what is expected in decode errors.
+
+    For record types declared outside this module (consumer groups). Registering the same
+    annotation again with another kind raises ``ValueError``; again with the same name is a no-op.
+    """
+    known = FIELD_KINDS.get(annotation)
+    if known is not None:
+        if known.name != name:
+            raise ValueError(f"field kind {annotation} is already registered as {known.name!r}")
+        return
+    FIELD_KINDS[annotation] = _Kind(name, normalize, to_json)
 
 _REGISTRY: dict[str, type[MetadataRecord]] = {}
 _SPECS: dict[type[MetadataRecord], tuple[tuple[str, _Kind], ...]] = {}

@@ -22,6 +22,13 @@ How the node drives it:
   ``(entry.index)``, so :attr:`~MetadataImage.applied_index` is Raft's applied index;
 * a Raft snapshot of group 0 is :meth:`MetadataImage.snapshot` taken at
   ``applied_index``; installing one is :meth:`MetadataImage.restore`.
+
+Consumer groups (members, assignments, committed offsets) live in the same
+image: the group records (:mod:`millpond.controller.groups.records`) are
+applied to :attr:`MetadataImage.groups`, a
+:class:`~millpond.controller.groups.state.GroupsImage`, whose rejections are
+mapped into :attr:`ApplyResult.error` (:func:`~millpond.controller.groups.errors.to_millpond_error`),
+and whose content is the snapshot's ``"groups"`` section.
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from millpond.controller import records
+from millpond.controller.groups.errors import to_millpond_error
+from millpond.controller.groups.records import GroupRecord, group_record_types
+from millpond.controller.groups.state import GroupsImage
 from millpond.controller.ids import PARTITIONS_PER_TOPIC_LIMIT, group_id
 from millpond.controller.records import (
     AddPartitions,
@@ -199,6 +209,7 @@ class MetadataImage:
         self._hosted: dict[int, set[int]] = {}
         self._led: dict[int, set[int]] = {}
         self._reassigning: set[int] = set()
+        self._groups = GroupsImage()
 
     # --- applying -----------------------------------------------------------------
 
@@ -239,6 +250,16 @@ class MetadataImage:
         return result
 
     # --- queries ----------------------------------------------------------------------
+
+    @property
+    def groups(self) -> GroupsImage:
+        """Consumer groups and their committed offsets (read-only for everyone but :meth:`apply`)."""
+        return self._groups
+
+    def topic_partition_counts(self) -> dict[str, int]:
+        """Every topic's partition count by name (what the group coordinator resolves subscriptions
+        against)."""
+        return {name: self._topics[topic_id].partition_count for name, topic_id in self._topic_ids.items()}
 
     def node(self, node_id: int) -> NodeState | None:
         """The registered node ``node_id``, if any."""
@@ -335,8 +356,8 @@ class MetadataImage:
         """The whole image as canonical bytes (format byte, then sorted-key JSON).
 
         Two images that applied the same records have equal snapshots. Sections
-        added later (consumer groups, offsets) become new keys; :meth:`restore`
-        treats a missing section as empty.
+        added later become new keys (``"groups"``: consumer groups and their
+        committed offsets); :meth:`restore` treats a missing section as empty.
         """
         body = {
             "applied_index": self._applied_index,
@@ -356,6 +377,7 @@ class MetadataImage:
                  ]}
                 for t in (self._topics[topic_id] for topic_id in sorted(self._topics))
             ],
+            "groups": self._groups.snapshot_body()["groups"],
         }
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return bytes((SNAPSHOT_FORMAT,)) + text.encode("ascii")
@@ -396,6 +418,7 @@ class MetadataImage:
                     leader=_nonneg(p["leader"]), leader_epoch=_nonneg(p["leader_epoch"]),
                     isr=tuple(map(_nonneg, p["isr"]))))
         invariant(len(image._topic_ids) == len(image._topics), "snapshot repeats a topic name")
+        image._groups = GroupsImage.from_snapshot_body({"groups": body.get("groups", [])})
         return image
 
     # --- index maintenance ------------------------------------------------------------------
@@ -545,6 +568,11 @@ class MetadataImage:
         self._topics[topic.topic_id] = replace(topic, partition_count=total)
         return ApplyResult(index, record, topic_id=topic.topic_id, changed_groups=tuple(groups))
 
+    def _group_record(self, index: int, record: GroupRecord) -> ApplyResult:
+        result = self._groups.apply(record)
+        error = to_millpond_error(result.error) if result.error is not None else None
+        return ApplyResult(index, record, error=error)
+
     def _unknown_topic(self, index: int, record: MetadataRecord, topic_id: int) -> ApplyResult:
         return ApplyResult(index, record, error=UnknownTopic(f"topic id {topic_id} does not exist"))
 
@@ -613,5 +641,6 @@ _HANDLERS: Final[dict[type[MetadataRecord], _Handler]] = {
     SetPartitionLeader: MetadataImage._set_partition_leader,
     ReassignReplicas: MetadataImage._reassign_replicas,
     ChangeReplicas: MetadataImage._change_replicas,
+    **{cls: MetadataImage._group_record for cls in group_record_types().values()},
 }
 """Apply rule of each record type. A registered type without a rule is a fail-stop invariant."""

@@ -10,6 +10,10 @@
     millpond produce TOPIC [--key-separator SEP] [--acks 0|1|all] [--header k=v]... [--print-acks]
     millpond consume TOPIC [--from-beginning | --partition P --offset O] [--max-messages N]
                            [--timeout-ms T] [--format text|json]
+                           [--group G [--session-timeout-ms MS]]
+    millpond group list | describe GROUP [--json] | delete GROUP
+    millpond group reset-offsets GROUP --topic T (--to-earliest | --to-latest | --to-datetime ISO
+                                 | --shift-by N | --to-offset N) [--execute]
     millpond node --node-id N --listen HOST:PORT --data-dir DIR --peers ID=HOST:PORT,... [...]
 
 Every client command takes ``--bootstrap HOST:PORT[,...]`` (default
@@ -27,7 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from millpond import __version__
-from millpond._cli import admin_commands, chaos, dev, records
+from millpond._cli import admin_commands, chaos, dev, groups, records
 from millpond._cli.common import CommandError, default_bootstrap, error_line, fail
 from millpond.client import parse_bootstrap
 from millpond.errors import MillpondError
@@ -132,7 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop after T ms without a record")
     consume.add_argument("--format", choices=["text", "json"], default="text",
                          help="text: the value; json: one object per line")
+    consume.add_argument("--group", metavar="G",
+                         help="consume as a member of consumer group G (its partitions, from its committed "
+                              "offsets; commits after printing)")
+    consume.add_argument("--session-timeout-ms", type=_positive, metavar="MS",
+                         help="with --group: the member's session timeout (default 45000)")
     consume.set_defaults(run=records.consume)
+
+    groups.add_commands(commands, client)
 
     chaos.add_commands(commands)
     commands.add_parser("node", add_help=False, help="run a broker node (see millpond node --help)")

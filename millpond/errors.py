@@ -7,8 +7,11 @@
     │   ├── InvalidTopicName
     │   ├── InvalidConfig
     │   ├── InvalidRecordBatch         malformed batch
-    │   │   └── CorruptRecordBatch     CRC mismatch: damaged in transit? retriable
-    │   └── BatchTooLarge
+    │   │   ├── CorruptRecordBatch     CRC mismatch: damaged in transit? retriable
+    │   │   └── RecordKeyRequired      a keyless record sent to a compacted topic
+    │   ├── BatchTooLarge
+    │   ├── UnsupportedAssignor        no server-side assignor has that name (consumer groups)
+    │   └── OffsetMetadataTooLarge     offset commit metadata over the limit
     ├── PartitionCountDecrease         INVALID_ARGUMENT   partitions can only grow
     ├── ReplicationFactorTooLarge      FAILED_PRECONDITION  more replicas than live nodes
     ├── UnknownTopic                   NOT_FOUND
@@ -21,7 +24,18 @@
     ├── Unavailable                    UNAVAILABLE        retriable: no leader yet, node stopping, peer gone
     ├── RequestTimeout                 DEADLINE_EXCEEDED  retriable; may or may not have taken effect
     ├── ResourceExhausted              RESOURCE_EXHAUSTED retriable after retry_after_ms
-    └── InternalError                  INTERNAL
+    │   ├── GroupMaxSizeReached        the consumer group has its maximum of members
+    │   └── GroupsMaxReached           the cluster has its maximum of consumer groups
+    ├── InternalError                  INTERNAL
+    │   consumer groups (Kafka's reason names; controller/groups/errors.py maps the coordinator's onto these)
+    ├── UnknownMemberId                NOT_FOUND          the member left or expired: rejoin with epoch 0
+    ├── GroupIdNotFound                NOT_FOUND          no such consumer group
+    ├── FencedMemberEpoch              FAILED_PRECONDITION  drop every partition, rejoin with epoch 0
+    ├── StaleMemberEpoch               FAILED_PRECONDITION  retriable: heartbeat to learn the epoch, retry
+    ├── UnreleasedInstanceId           FAILED_PRECONDITION  retriable: a live member holds the instance id
+    ├── FencedInstanceId               FAILED_PRECONDITION  the instance id belongs to a newer member
+    ├── GroupNotEmpty                  FAILED_PRECONDITION  retriable: the group has members
+    └── PartitionNotAssigned           FAILED_PRECONDITION  commit of a partition the member does not own
 
 Each class has a stable numeric ``code`` and a stable ``reason`` string. On the
 wire (see ``proto/millpond/v1/common.proto``) an error is the gRPC status code
@@ -90,6 +104,13 @@ class CorruptRecordBatch(InvalidRecordBatch):
     """A record batch's CRC does not match its bytes; resending an intact copy may succeed."""
 
     code, reason, retriable = 17, "CORRUPT_BATCH", True
+
+
+class RecordKeyRequired(InvalidRecordBatch):
+    """A record without a key was sent to a compacted topic (compaction keeps the latest record per
+    key, so every record needs one); the whole batch is refused, nothing is appended."""
+
+    code, reason = 18, "RECORD_KEY_REQUIRED"
 
 
 class BatchTooLarge(InvalidRequest):
@@ -205,6 +226,81 @@ class InternalError(MillpondError):
     """A bug or an unexpected failure inside millpond."""
 
     code, reason, status = 90, "INTERNAL", grpc.StatusCode.INTERNAL
+
+
+# --- consumer groups (KIP-848 reasons; the coordinator's GroupErrorReason maps onto these) ---------
+
+
+class UnsupportedAssignor(InvalidRequest):
+    """No server-side assignor has the requested name."""
+
+    code, reason = 60, "UNSUPPORTED_ASSIGNOR"
+
+
+class OffsetMetadataTooLarge(InvalidRequest):
+    """An offset commit's metadata string is longer than ``group_offset_metadata_bytes_max``."""
+
+    code, reason = 61, "OFFSET_METADATA_TOO_LARGE"
+
+
+class UnknownMemberId(MillpondError):
+    """The member is not in the group (it left, or its session expired): rejoin with epoch 0."""
+
+    code, reason, status = 62, "UNKNOWN_MEMBER_ID", grpc.StatusCode.NOT_FOUND
+
+
+class GroupIdNotFound(MillpondError):
+    """No consumer group has this id."""
+
+    code, reason, status = 63, "GROUP_ID_NOT_FOUND", grpc.StatusCode.NOT_FOUND
+
+
+class FencedMemberEpoch(MillpondError):
+    """The member's epoch is not the group's view of it: release every partition, rejoin with epoch 0."""
+
+    code, reason, status = 64, "FENCED_MEMBER_EPOCH", grpc.StatusCode.FAILED_PRECONDITION
+
+
+class StaleMemberEpoch(MillpondError):
+    """The request carries an older epoch than the member's: heartbeat to learn it, then retry."""
+
+    code, reason, status, retriable = 65, "STALE_MEMBER_EPOCH", grpc.StatusCode.FAILED_PRECONDITION, True
+
+
+class UnreleasedInstanceId(MillpondError):
+    """Another live member holds the static instance id; retry once it left or expired."""
+
+    code, reason, status, retriable = 66, "UNRELEASED_INSTANCE_ID", grpc.StatusCode.FAILED_PRECONDITION, True
+
+
+class FencedInstanceId(MillpondError):
+    """The static instance id now belongs to a newer member: this process was replaced."""
+
+    code, reason, status = 67, "FENCED_INSTANCE_ID", grpc.StatusCode.FAILED_PRECONDITION
+
+
+class GroupNotEmpty(MillpondError):
+    """The group has members (delete, offset reset and admin commits need an empty group)."""
+
+    code, reason, status, retriable = 68, "GROUP_NOT_EMPTY", grpc.StatusCode.FAILED_PRECONDITION, True
+
+
+class PartitionNotAssigned(MillpondError):
+    """An offset commit names a partition the committing member does not own."""
+
+    code, reason, status = 69, "PARTITION_NOT_ASSIGNED", grpc.StatusCode.FAILED_PRECONDITION
+
+
+class GroupMaxSizeReached(ResourceExhausted):
+    """The consumer group has its maximum of members; retry later."""
+
+    code, reason = 70, "GROUP_MAX_SIZE_REACHED"
+
+
+class GroupsMaxReached(ResourceExhausted):
+    """The cluster has its maximum of consumer groups; retry later."""
+
+    code, reason = 71, "GROUPS_MAX_REACHED"
 
 
 def _all_classes() -> list[type[MillpondError]]:

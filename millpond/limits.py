@@ -189,3 +189,28 @@ group_session_timeout_ms_min = 1_000
 group_session_timeout_ms_max = 300_000
 #: Longest rebalance timeout (a member asked to release partitions is removed if it takes longer).
 group_rebalance_timeout_ms_max = 1_800_000
+
+# --- retention and compaction ---
+#: How often each node's log cleaner looks at the partitions it leads (retention, then compaction).
+cleaner_interval_ms = 500
+#: Batches one ADVANCE_LOG_START record may delete (more wait for the next round of the cleaner).
+retention_step_batches_max = 4096
+#: Batches one COMPACT record rewrites: bounds what every replica does when it applies one.
+compaction_step_batches_max = 64
+#: Bytes of the batches one COMPACT record rewrites (a single larger batch goes alone).
+compaction_step_bytes_max = 8 * MiB
+#: Records in the batches one COMPACT record covers, which bounds its drop ranges (one batch of
+#: batch_records_max records always fits).
+compaction_step_records_max = 65_536
+#: Bytes of batches the cleaner reads from the store per round, over all partitions it leads.
+cleaner_read_bytes_max = 16 * MiB
+#: Distinct keys one compaction pass indexes (the leader's memory); a pass with more stops earlier
+#: and the next one continues from there.
+compaction_keys_max = 1_000_000
+#: A compaction pass starts once the uncompacted part of the log holds at least this share of its
+#: bytes (or a kept tombstone has expired): bounds rewrite work per byte produced (Kafka's
+#: min.cleanable.dirty.ratio) ...
+compaction_dirty_percent_min = 50
+#: ... or once uncompacted records have waited this long, so a small tail is compacted too (Kafka's
+#: max.compaction.lag.ms).
+compaction_dirty_wait_ms_max = 10_000

@@ -9,7 +9,11 @@ Tasks, all owned by one ``TaskGroup`` (an exception in any stops the node):
 * **controller**: while this node leads the metadata log (and has applied its
   own term's first entry), runs the :class:`ActiveController` and ticks it;
 * **heartbeat**: registers with the active controller, then heartbeats it with
-  reports of the partitions this node leads, and carries out its actions.
+  reports of the partitions this node leads, and carries out its actions;
+* **log cleaner**: every ``cleaner_interval_ms``, retention and compaction
+  decisions for the partitions this node leads (:mod:`millpond.node.log_cleaner`;
+  its own short loop, because the heartbeat loop waits on controller RPCs and
+  retention must not stop when the controller is away).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from millpond import errors
+from millpond import errors, limits
 from millpond.controller import (
     METADATA_GROUP,
     ActionKind,
@@ -35,6 +39,7 @@ from millpond.controller import (
     ControllerSettings,
     LeaderAction,
     MetadataImage,
+    TopicConfig,
 )
 from millpond.invariant import InvariantViolation, invariant
 from millpond.node.admin_service import AdminService
@@ -42,9 +47,11 @@ from millpond.node.broker_service import BrokerService
 from millpond.node.channels import channel_options, server_options
 from millpond.node.config import NodeConfig
 from millpond.node.controller_service import ControllerService
+from millpond.node.group_service import GroupService
 from millpond.node.grpc_errors import ErrorInterceptor
 from millpond.node.isr import IsrTracker
 from millpond.node.leader_duties import carry_out, leader_reports, step_down_everywhere
+from millpond.node.log_cleaner import LogCleaner, topic_config
 from millpond.node.metadata import MetadataMachine
 from millpond.node.partition import PartitionMachine
 from millpond.node.raft_host import RaftHost
@@ -52,7 +59,7 @@ from millpond.node.replica import Replica
 from millpond.node.transport import RaftTransport
 from millpond.raft import EntryKind, Membership, Role
 from millpond.raft.lmdb_store import LogStore
-from millpond.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
+from millpond.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, groups_pb2, groups_pb2_grpc
 from millpond.v1 import internal_pb2 as internal
 from millpond.v1 import internal_pb2_grpc as internal_grpc
 
@@ -61,6 +68,7 @@ log = logging.getLogger(__name__)
 _SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
+    groups_pb2.DESCRIPTOR.services_by_name["ConsumerGroups"].full_name,
     internal.DESCRIPTOR.services_by_name["RaftTransport"].full_name,
     internal.DESCRIPTOR.services_by_name["ControllerService"].full_name,
 )
@@ -84,7 +92,9 @@ class Node:
         self._last_heartbeat_ok_ms = 0
         self._metadata = MetadataMachine(self._on_metadata_change)
         self._partitions: dict[int, PartitionMachine] = {}
+        self._cleaner = LogCleaner(self._partitions)
         self._controller: ActiveController | None = None
+        self._controller_term = -1
         self._isr = IsrTracker(config.replica_lag_ms_max)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._reconcile = asyncio.Event()
@@ -102,6 +112,21 @@ class Node:
 
     @property
     def controller(self) -> ActiveController | None:
+        """The active controller if this node leads the metadata log *now*, else None.
+
+        Checked on every use, not only by the controller loop: that loop can sit
+        in a proposal that cannot commit (this node cut off from the others),
+        and a node that lost its leadership must stop answering as controller at
+        once (a stale controller would keep handing out group assignments).
+        Within one election timeout of being cut off a leader still believes it
+        leads (check-quorum then steps it down): the usual leader-lease window.
+        """
+        replica = self._metadata_replica
+        if self._controller is None or replica is None:
+            return None
+        raft = replica.raft
+        if raft.role != Role.LEADER or raft.term != self._controller_term:
+            return None
         return self._controller
 
     @property
@@ -125,6 +150,11 @@ class Node:
 
     def local_partition(self, group: int) -> PartitionMachine | None:
         return self._partitions.get(group)
+
+    def topic_config(self, name: str) -> TopicConfig:
+        """``name``'s configuration as this node's metadata image has it (defaults if unknown)."""
+        topic = self.image.topic(name)
+        return topic_config(topic.config if topic is not None else ())
 
     def peer_channel(self, node_id: int) -> grpc.aio.Channel | None:
         """The channel for a node-to-node call to ``node_id``: through its ``--peers`` route when one
@@ -205,6 +235,7 @@ class Node:
                     tasks.create_task(self._reconcile_loop(), name="reconcile"),
                     tasks.create_task(self._controller_loop(), name="controller"),
                     tasks.create_task(self._heartbeat_loop(), name="heartbeat"),
+                    tasks.create_task(self._cleaner_loop(), name="log-cleaner"),
                 ]
                 await self._stopping.wait()
                 for task in running:
@@ -225,6 +256,7 @@ class Node:
         broker = BrokerService(self, unsafe_ack_before_commit=self.config.unsafe_ack_before_commit)
         broker_pb2_grpc.add_BrokerServicer_to_server(broker, server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
+        groups_pb2_grpc.add_ConsumerGroupsServicer_to_server(GroupService(self), server)
         internal_grpc.add_ControllerServiceServicer_to_server(ControllerService(self), server)
         internal_grpc.add_RaftTransportServicer_to_server(transport, server)
         health_servicer = health.aio.HealthServicer()
@@ -266,7 +298,7 @@ class Node:
             name, partition = topic.name, state.partition
 
             def machine(replica: Replica, name: str = name, partition: int = partition) -> PartitionMachine:
-                return PartitionMachine(replica, name, partition)
+                return PartitionMachine(replica, name, partition, lambda: self.topic_config(name))
 
             replica = await host.add_group(group, Membership.of(list(voters)), machine)
             self._partitions[group] = replica.machine  # type: ignore[assignment]
@@ -304,24 +336,37 @@ class Node:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval_ms / 1000)
             if self._leads_metadata():
-                if self._controller is None:
+                term = self._metadata_replica.raft.term if self._metadata_replica is not None else -1
+                if self._controller is None or term != self._controller_term:
+                    # A new leadership starts with fresh in-memory state (sessions, reports).
+                    self._controller_term = term
                     log.info("node %d is now the active controller", self.node_id)
                     self._controller = ActiveController(self.image, self._propose_metadata, _now_ms,
-                                                        settings)
+                                                        settings, group_settings=self.config.group_settings())
             elif self._controller is not None and self._metadata_replica is not None \
                     and self._metadata_replica.raft.role != Role.LEADER:
                 log.info("node %d is no longer the active controller", self.node_id)
                 self._controller = None
-            if self._controller is not None:
+            if self.controller is not None and self._controller is not None:
                 try:
-                    results = await self._controller.tick()
+                    # Bounded: a controller cut off from the others must get back here to notice.
+                    results = await asyncio.wait_for(self._controller.tick(),
+                                                     self.config.session_timeout_ms / 1000)
                     for result in results:
                         log.info("controller: %s -> %s", result.record,
                                  "ok" if result.ok else result.error)
                 except errors.NotController:
                     self._controller = None
+                except TimeoutError:
+                    log.warning("controller tick did not finish within the session timeout")
                 except errors.MillpondError as exc:
                     log.warning("controller tick failed: %s", exc)
+
+    # -- retention and compaction -----------------------------------------------------------------
+    async def _cleaner_loop(self) -> None:
+        while True:
+            await asyncio.sleep(limits.cleaner_interval_ms / 1000)
+            self._cleaner.tick()
 
     # -- heartbeats to the controller -------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

@@ -14,6 +14,11 @@ runs it on a background event loop::
         consumer.seek(("orders", metadata.partition), metadata.offset)
         records = consumer.poll(timeout_ms=1000)
 
+Consumer groups: ``Consumer(bootstrap, ConsumerConfig(group_id="billing"))``,
+then ``consumer.subscribe(["orders"])`` and ``poll`` / ``commit`` (see
+:mod:`millpond.client.consumer` for the protocol and the commit recipes);
+``Admin.list_groups`` / ``describe_group`` / ``reset_offsets`` / ``delete_group``.
+
 or, in asyncio code, :class:`AsyncAdmin`, :class:`AsyncProducer` and
 :class:`AsyncConsumer` with the same methods as coroutines.
 
@@ -26,20 +31,32 @@ from millpond.client._config import ClientConfig, ConsumerConfig, ProducerConfig
 from millpond.client._types import (
     ClusterDescription,
     ConsumerRecord,
+    GroupDescription,
+    GroupListing,
+    GroupMemberDescription,
     Header,
     NodeDescription,
+    OffsetAndMetadata,
+    OffsetChange,
     PartitionDescription,
+    PartitionLag,
     RecordMetadata,
     ReplicaDescription,
     TopicDescription,
     TopicPartition,
 )
 from millpond.client.admin import AsyncAdmin
-from millpond.client.consumer import AsyncConsumer, ConsumerStatistics, PartitionStatistics
+from millpond.client.consumer import AsyncConsumer, ConsumerStatistics, PartitionStatistics, RebalanceCallback
 from millpond.client.producer import AsyncProducer, ProducerStatistics
 from millpond.client.sync import Admin, Consumer, Producer
 from millpond.errors import (
     BatchTooLarge,
+    FencedInstanceId,
+    FencedMemberEpoch,
+    GroupIdNotFound,
+    GroupMaxSizeReached,
+    GroupNotEmpty,
+    GroupsMaxReached,
     InternalError,
     InvalidConfig,
     InvalidRecordBatch,
@@ -48,16 +65,23 @@ from millpond.errors import (
     MillpondError,
     NotController,
     NotLeader,
+    OffsetMetadataTooLarge,
     OffsetOutOfRange,
     PartitionCountDecrease,
+    PartitionNotAssigned,
+    RecordKeyRequired,
     ReplicaNotHosted,
     ReplicationFactorTooLarge,
     RequestTimeout,
     ResourceExhausted,
+    StaleMemberEpoch,
     TopicExists,
     Unavailable,
+    UnknownMemberId,
     UnknownPartition,
     UnknownTopic,
+    UnreleasedInstanceId,
+    UnsupportedAssignor,
 )
 
 __all__ = [
@@ -72,6 +96,15 @@ __all__ = [
     "ConsumerConfig",
     "ConsumerRecord",
     "ConsumerStatistics",
+    "FencedInstanceId",
+    "FencedMemberEpoch",
+    "GroupDescription",
+    "GroupIdNotFound",
+    "GroupListing",
+    "GroupMaxSizeReached",
+    "GroupMemberDescription",
+    "GroupNotEmpty",
+    "GroupsMaxReached",
     "Header",
     "InternalError",
     "InvalidConfig",
@@ -82,25 +115,36 @@ __all__ = [
     "NodeDescription",
     "NotController",
     "NotLeader",
+    "OffsetAndMetadata",
+    "OffsetChange",
+    "OffsetMetadataTooLarge",
     "OffsetOutOfRange",
     "PartitionCountDecrease",
     "PartitionDescription",
+    "PartitionLag",
+    "PartitionNotAssigned",
     "PartitionStatistics",
     "Producer",
     "ProducerConfig",
     "ProducerStatistics",
+    "RebalanceCallback",
+    "RecordKeyRequired",
     "RecordMetadata",
     "ReplicaDescription",
     "ReplicaNotHosted",
     "ReplicationFactorTooLarge",
     "RequestTimeout",
     "ResourceExhausted",
+    "StaleMemberEpoch",
     "TopicDescription",
     "TopicExists",
     "TopicPartition",
     "Unavailable",
+    "UnknownMemberId",
     "UnknownPartition",
     "UnknownTopic",
+    "UnreleasedInstanceId",
+    "UnsupportedAssignor",
     "parse_acks",
     "parse_bootstrap",
 ]

@@ -45,6 +45,15 @@ def _check_range(name: str, value: int, low: int, high: int) -> None:
         raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
 
 
+def _check_text(name: str, value: str | None, bytes_max: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__}")
+    if not 0 < len(value.encode()) <= bytes_max:
+        raise ValueError(f"{name} must be 1-{bytes_max} UTF-8 bytes, got {len(value.encode())}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClientConfig:
     """Settings every client shares.
@@ -129,11 +138,36 @@ class ConsumerConfig(ClientConfig):
     :class:`~millpond.errors.OffsetOutOfRange` from ``poll``).
     ``fetch_bytes_max``: soft cap per Fetch (at least one whole batch is returned).
     ``fetch_wait_ms_max``: how long the broker may hold a Fetch waiting for data.
+
+    Consumer groups (:meth:`~millpond.client.AsyncConsumer.subscribe`):
+    ``group_id``: the group to join (also where :meth:`~millpond.client.AsyncConsumer.commit`
+    commits). ``group_instance_id``: a stable name of this consumer process
+    (static membership): a restart with the same id takes back the same
+    partitions without a rebalance, if it returns within the session timeout.
+    ``session_timeout_ms``: without a successful heartbeat for this long the
+    group removes the member (and the member, on its side, stops consuming its
+    partitions: another member may own them by then). ``rebalance_timeout_ms``:
+    how long the member may take to release partitions (``None``: the
+    server's default); a consumer releases partitions during :meth:`poll`, so a
+    consumer that does not poll for longer is removed. ``server_assignor``:
+    ``"uniform"`` or ``"range"`` (``None``: no preference). The heartbeat
+    interval comes from the server. ``enable_auto_commit``: commit the
+    positions (records returned by ``poll``) every ``auto_commit_interval_ms``
+    during ``poll``, when partitions are revoked, and on close. A poll's records
+    are counted as processed when the next ``poll`` starts: at least once
+    provided they are processed before that.
     """
 
     auto_offset_reset: OffsetReset = "latest"
     fetch_bytes_max: int = _limits.fetch_bytes_max_default
     fetch_wait_ms_max: int = _limits.fetch_wait_ms_max_default
+    group_id: str | None = None
+    group_instance_id: str | None = None
+    session_timeout_ms: int = _limits.session_timeout_ms_default
+    rebalance_timeout_ms: int | None = None
+    server_assignor: str | None = None
+    enable_auto_commit: bool = True
+    auto_commit_interval_ms: int = _limits.auto_commit_interval_ms_default
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -143,6 +177,21 @@ class ConsumerConfig(ClientConfig):
             )
         _check_range("fetch_bytes_max", self.fetch_bytes_max, 1, _limits.fetch_bytes_max)
         _check_range("fetch_wait_ms_max", self.fetch_wait_ms_max, 0, _limits.fetch_wait_ms_max)
+        _check_text("group_id", self.group_id, _limits.group_id_bytes_max)
+        _check_text("group_instance_id", self.group_instance_id, _limits.group_instance_id_bytes_max)
+        _check_range("session_timeout_ms", self.session_timeout_ms, _limits.session_timeout_ms_min,
+                     _limits.session_timeout_ms_max)
+        if self.rebalance_timeout_ms is not None:
+            _check_range("rebalance_timeout_ms", self.rebalance_timeout_ms, 1,
+                         _limits.rebalance_timeout_ms_max)
+        if self.server_assignor is not None and self.server_assignor not in ("uniform", "range"):
+            raise ValueError(f"server_assignor must be 'uniform', 'range' or None, "
+                             f"got {self.server_assignor!r}")
+        if not isinstance(self.enable_auto_commit, bool):
+            raise TypeError(f"enable_auto_commit must be a bool, "
+                            f"got {type(self.enable_auto_commit).__name__}")
+        _check_range("auto_commit_interval_ms", self.auto_commit_interval_ms, 1,
+                     _limits.auto_commit_interval_ms_max)
 
 
 def parse_bootstrap(bootstrap: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ import grpc.aio
 
 from millpond.client import _limits
 from millpond.errors import from_rpc_error
-from millpond.v1 import admin_pb2_grpc, broker_pb2_grpc
+from millpond.v1 import admin_pb2_grpc, broker_pb2_grpc, groups_pb2_grpc
 
 Response = TypeVar("Response")
 
@@ -72,6 +72,7 @@ class Connections:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._admin: dict[str, admin_pb2_grpc.AdminStub] = {}
         self._broker: dict[str, broker_pb2_grpc.BrokerStub] = {}
+        self._groups: dict[str, groups_pb2_grpc.ConsumerGroupsStub] = {}
         self._closed = False
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -97,6 +98,13 @@ class Connections:
             stub = self._broker[address] = broker_pb2_grpc.BrokerStub(self._channel(address))  # type: ignore[no-untyped-call]
         return stub
 
+    def groups(self, address: str) -> groups_pb2_grpc.ConsumerGroupsStub:
+        """The ConsumerGroups service of the node at ``address``."""
+        stub = self._groups.get(address)
+        if stub is None:
+            stub = self._groups[address] = groups_pb2_grpc.ConsumerGroupsStub(self._channel(address))  # type: ignore[no-untyped-call]
+        return stub
+
     @property
     def addresses(self) -> tuple[str, ...]:
         """Addresses with an open channel."""
@@ -109,5 +117,6 @@ class Connections:
         self._channels.clear()
         self._admin.clear()
         self._broker.clear()
+        self._groups.clear()
         for channel in channels:
             await channel.close()

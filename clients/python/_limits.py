@@ -76,6 +76,23 @@ fetch_wait_ms_max: Final = limits.fetch_wait_ms_max
 #: Records returned by one ``poll`` unless asked otherwise.
 poll_records_max_default: Final = 500
 
+# --- consumer groups ---------------------------------------------------------------
+#: A member that sends no heartbeat for this long is removed from its group (and, on its side,
+#: stops consuming its partitions); the server bounds it (millpond.limits.group_session_timeout_ms_*).
+session_timeout_ms_default: Final = 45_000
+session_timeout_ms_min: Final = limits.group_session_timeout_ms_min
+session_timeout_ms_max: Final = limits.group_session_timeout_ms_max
+#: Longest rebalance timeout a member may ask for.
+rebalance_timeout_ms_max: Final = limits.group_rebalance_timeout_ms_max
+#: How often a consumer with ``enable_auto_commit`` commits its positions (during ``poll``).
+auto_commit_interval_ms_default: Final = 5_000
+auto_commit_interval_ms_max: Final = 3_600_000
+#: Longest group id and instance id, in UTF-8 bytes.
+group_id_bytes_max: Final = limits.group_id_bytes_max
+group_instance_id_bytes_max: Final = limits.group_member_id_bytes_max
+#: Pause before rejoining after the group fenced or forgot this member (then backoff on errors).
+rejoin_backoff_ms: Final = 50
+
 
 def check_relations() -> None:
     """Raise ``ValueError`` if the limits above contradict each other."""
@@ -92,6 +109,8 @@ def check_relations() -> None:
         problems.append("inflight_batches_max_default must be <= inflight_batches_max")
     if retry_backoff_ms_default > retry_backoff_ms_max_default:
         problems.append("retry_backoff_ms_default must be <= retry_backoff_ms_max_default")
+    if not session_timeout_ms_min <= session_timeout_ms_default <= session_timeout_ms_max:
+        problems.append("session_timeout_ms_default must lie within the server's session timeout bounds")
     if keepalive_timeout_ms >= keepalive_time_ms:
         problems.append("keepalive_timeout_ms must be < keepalive_time_ms")
     if problems:

@@ -7,12 +7,12 @@ cluster are frozen dataclasses built from the API's messages.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
 
-from millpond.v1 import admin_pb2, common_pb2
+from millpond.v1 import admin_pb2, common_pb2, groups_pb2
 
 Header = tuple[str, bytes | None]
 """A record header: a text key and a nullable bytes value. Keys may repeat; order is kept."""
@@ -173,3 +173,130 @@ class ClusterDescription:
             and self.offline_partitions == 0
             and all(p.leader != 0 for topic in self.topics for p in topic.partitions)
         )
+
+
+# --- consumer groups ------------------------------------------------------------------------
+
+
+class OffsetAndMetadata(NamedTuple):
+    """A committed offset: the next offset the group consumes in a partition, with free-text metadata.
+
+    ``leader_epoch`` is the leader epoch of the last consumed record (-1: unknown);
+    ``commit_timestamp_ms`` is when the controller recorded it (0 in a commit request).
+    """
+
+    offset: int
+    metadata: str = ""
+    leader_epoch: int = -1
+    commit_timestamp_ms: int = 0
+
+
+def _partitions_of(items: Iterable[groups_pb2.TopicPartitions]) -> tuple[TopicPartition, ...]:
+    return tuple(sorted(TopicPartition(item.topic, p) for item in items for p in item.partitions))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupListing:
+    """One consumer group in :meth:`~millpond.client.AsyncAdmin.list_groups`.
+
+    ``state``: ``"empty"``, ``"assigning"``, ``"reconciling"`` or ``"stable"``.
+    """
+
+    group_id: str
+    state: str
+    group_epoch: int
+    members: int
+
+    @classmethod
+    def from_proto(cls, listing: groups_pb2.GroupListing) -> GroupListing:
+        return cls(listing.group_id, listing.state, listing.group_epoch, listing.members)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemberDescription:
+    """One member of a group: its subscription, epoch, and assignment (current and target)."""
+
+    member_id: str
+    instance_id: str
+    """Static instance id; ``""`` for a dynamic member."""
+    member_epoch: int
+    """-2 while a static member is away."""
+    subscribed_topic_names: tuple[str, ...]
+    subscribed_topic_regex: str
+    server_assignor: str
+    assigned: tuple[TopicPartition, ...]
+    """Partitions it may consume now."""
+    pending_revocation: tuple[TopicPartition, ...]
+    """Partitions it was asked to release and has not reported released yet."""
+    target: tuple[TopicPartition, ...]
+    session_timeout_ms: int
+    rebalance_timeout_ms: int
+
+    @classmethod
+    def from_proto(cls, member: groups_pb2.GroupMember) -> GroupMemberDescription:
+        return cls(
+            member_id=member.member_id, instance_id=member.instance_id, member_epoch=member.member_epoch,
+            subscribed_topic_names=tuple(member.subscribed_topic_names),
+            subscribed_topic_regex=member.subscribed_topic_regex, server_assignor=member.server_assignor,
+            assigned=_partitions_of(member.assigned),
+            pending_revocation=_partitions_of(member.pending_revocation),
+            target=_partitions_of(member.target), session_timeout_ms=member.session_timeout_ms,
+            rebalance_timeout_ms=member.rebalance_timeout_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """A group's progress in one partition (-1: unknown or none)."""
+
+    topic: str
+    partition: int
+    committed_offset: int
+    high_watermark: int
+    lag: int
+    """``high_watermark - committed_offset``; -1 if either is unknown."""
+    member_id: str
+    """The member owning the partition now; ``""`` if none."""
+    metadata: str
+    commit_timestamp_ms: int
+
+    @classmethod
+    def from_proto(cls, lag: groups_pb2.PartitionLag) -> PartitionLag:
+        return cls(lag.topic, lag.partition, lag.committed_offset, lag.high_watermark, lag.lag, lag.member_id,
+                   lag.metadata, lag.commit_timestamp_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    """A consumer group: state, epochs, members (by id) and per-partition offsets and lag."""
+
+    group_id: str
+    state: str
+    group_epoch: int
+    assignment_epoch: int
+    assignor: str
+    members: tuple[GroupMemberDescription, ...]
+    partitions: tuple[PartitionLag, ...]
+
+    @classmethod
+    def from_proto(cls, response: groups_pb2.DescribeGroupResponse) -> GroupDescription:
+        return cls(
+            group_id=response.group_id, state=response.state, group_epoch=response.group_epoch,
+            assignment_epoch=response.assignment_epoch, assignor=response.assignor,
+            members=tuple(GroupMemberDescription.from_proto(m) for m in response.members),
+            partitions=tuple(PartitionLag.from_proto(p) for p in response.partitions),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetChange:
+    """One partition's move in :meth:`~millpond.client.AsyncAdmin.reset_offsets` (``previous`` -1: none)."""
+
+    topic: str
+    partition: int
+    previous: int
+    offset: int
+
+    @classmethod
+    def from_proto(cls, change: groups_pb2.OffsetChange) -> OffsetChange:
+        return cls(change.topic, change.partition, change.previous_offset, change.offset)

@@ -1,4 +1,4 @@
-"""The asynchronous admin client: cluster metadata and topic administration.
+"""The asynchronous admin client: cluster metadata, topic and consumer-group administration.
 
 Any node answers an admin call; writes are forwarded by that node to the
 active controller and return once the metadata log committed them. Reads are
@@ -18,10 +18,18 @@ from typing import Any, TypeVar
 from millpond.client._backoff import Backoff
 from millpond.client._config import ClientConfig, parse_bootstrap
 from millpond.client._connection import Connections, call
+from millpond.client._group import call_coordinator
 from millpond.client._metadata import MetadataCache
-from millpond.client._types import ClusterDescription, ReplicaDescription, TopicDescription
+from millpond.client._types import (
+    ClusterDescription,
+    GroupDescription,
+    GroupListing,
+    OffsetChange,
+    ReplicaDescription,
+    TopicDescription,
+)
 from millpond.errors import MillpondError, NotController, RequestTimeout, ResourceExhausted, Unavailable
-from millpond.v1 import admin_pb2, admin_pb2_grpc
+from millpond.v1 import admin_pb2, admin_pb2_grpc, groups_pb2
 
 __all__ = ["AsyncAdmin"]
 
@@ -203,6 +211,100 @@ class AsyncAdmin:
             self._connections.admin(address).DescribeReplica, request,
             self._config.request_timeout_ms / 1000)
         return ReplicaDescription.from_proto(response)
+
+    # --- consumer groups -------------------------------------------------------------------
+    async def list_groups(self) -> list[GroupListing]:
+        """Every consumer group (id, state, epoch, member count), by id. Raises only the errors common
+        to every call."""
+        response: groups_pb2.ListGroupsResponse = await self._group_call(
+            "ListGroups", groups_pb2.ListGroupsRequest(), idempotent=True, any_node=True)
+        return [GroupListing.from_proto(g) for g in response.groups]
+
+    async def describe_group(self, group_id: str) -> GroupDescription:
+        """A consumer group: state, epochs, members with their assignments, and per partition the
+        committed offset, high watermark and lag (-1 where unknown; read from the node that answers,
+        which may lag the controller by a moment).
+
+        Raises :class:`~millpond.errors.GroupIdNotFound`; :class:`~millpond.errors.InvalidRequest`
+        for a bad group id.
+        """
+        response: groups_pb2.DescribeGroupResponse = await self._group_call(
+            "DescribeGroup", groups_pb2.DescribeGroupRequest(group_id=group_id), idempotent=True,
+            any_node=True)
+        return GroupDescription.from_proto(response)
+
+    async def delete_group(self, group_id: str) -> None:
+        """Delete an empty consumer group and its committed offsets.
+
+        Raises :class:`~millpond.errors.GroupIdNotFound`; :class:`~millpond.errors.GroupNotEmpty`
+        while it has members (static members away included, until their session ends);
+        :class:`~millpond.errors.InvalidRequest`; :class:`~millpond.errors.RequestTimeout` (it may or
+        may not have been deleted).
+        """
+        await self._group_call("DeleteGroup", groups_pb2.DeleteGroupRequest(group_id=group_id),
+                               idempotent=False)
+
+    async def reset_offsets(
+        self,
+        group_id: str,
+        topics: Mapping[str, Sequence[int] | None] | Sequence[str],
+        *,
+        to_earliest: bool = False,
+        to_latest: bool = False,
+        to_datetime_ms: int | None = None,
+        shift_by: int | None = None,
+        to_offset: int | None = None,
+        dry_run: bool = True,
+    ) -> list[OffsetChange]:
+        """Move the group's committed offsets of ``topics`` (names: every partition; or a mapping of
+        name to partition numbers, ``None`` for every partition), to exactly one target: the log start
+        (``to_earliest``), the high watermark (``to_latest``), the first record at or after a time
+        (``to_datetime_ms``, ms since the Unix epoch), the committed offset plus ``shift_by``, or
+        ``to_offset``; each clamped into the partition's [log start, high watermark].
+
+        ``dry_run`` (the default) only returns the planned changes; ``dry_run=False``
+        commits them. Returns one :class:`OffsetChange` per partition (``previous`` -1:
+        nothing was committed). Raises ``ValueError`` unless exactly one target is given
+        or without topics; :class:`~millpond.errors.GroupNotEmpty` while the group has
+        members (stop its consumers first); :class:`~millpond.errors.UnknownTopic`,
+        :class:`~millpond.errors.UnknownPartition`; :class:`~millpond.errors.Unavailable`
+        if a partition's leader could not tell its offsets; :class:`~millpond.errors.RequestTimeout`
+        (a reset that is not a dry run may or may not have been committed).
+        """
+        targets = {"to_earliest": to_earliest or None, "to_latest": to_latest or None,
+                   "to_datetime_ms": to_datetime_ms, "shift_by": shift_by, "to_offset": to_offset}
+        chosen: dict[str, Any] = {name: value for name, value in targets.items() if value is not None}
+        if len(chosen) != 1:
+            raise ValueError(f"reset_offsets needs exactly one target of {', '.join(targets)}, got "
+                             f"{', '.join(chosen) or 'none'}")
+        items = topics.items() if isinstance(topics, Mapping) else ((name, None) for name in topics)
+        partitions = [groups_pb2.TopicPartitions(topic=name, partitions=list(numbers or ()))
+                      for name, numbers in items]
+        if not partitions:
+            raise ValueError("reset_offsets needs at least one topic")
+        request = groups_pb2.ResetOffsetsRequest(group_id=group_id, partitions=partitions, dry_run=dry_run,
+                                                 **chosen)
+        response: groups_pb2.ResetOffsetsResponse = await self._group_call(
+            "ResetOffsets", request, idempotent=dry_run)
+        return [OffsetChange.from_proto(change) for change in response.changes]
+
+    async def _group_call(self, method: str, request: Any, *, idempotent: bool,
+                          any_node: bool = False) -> Any:
+        """A ConsumerGroups RPC: reads (``any_node``) on any node, the rest on the active controller."""
+        if self._closed:
+            raise RuntimeError("the admin client is closed")
+        timeout_s = self._config.request_timeout_ms / 1000
+        if any_node:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+
+            async def read(address: str) -> Any:
+                stub = self._connections.groups(address)
+                return await call(getattr(stub, method), request, max(0.001, deadline - loop.time()))
+
+            return await self._metadata.call_any(read)
+        return await call_coordinator(self._metadata, self._connections, method, request, timeout_s=timeout_s,
+                                      backoff=self._backoff, rng=self._rng, idempotent=idempotent)
 
     # --- plumbing ------------------------------------------------------------------------
     async def _call(self, method: _Method, request: Any, *, idempotent: bool) -> Any:

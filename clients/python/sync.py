@@ -23,13 +23,18 @@ from millpond.client._config import ClientConfig, ConsumerConfig, ProducerConfig
 from millpond.client._types import (
     ClusterDescription,
     ConsumerRecord,
+    GroupDescription,
+    GroupListing,
     Header,
+    OffsetAndMetadata,
+    OffsetChange,
     RecordMetadata,
     ReplicaDescription,
     TopicDescription,
+    TopicPartition,
 )
 from millpond.client.admin import AsyncAdmin
-from millpond.client.consumer import AsyncConsumer, ConsumerStatistics
+from millpond.client.consumer import AsyncConsumer, ConsumerStatistics, RebalanceCallback
 from millpond.client.producer import AsyncProducer, ProducerStatistics
 
 __all__ = ["Admin", "Consumer", "Producer"]
@@ -148,7 +153,14 @@ class Producer:
 
 
 class Consumer:
-    """Blocking facade of :class:`~millpond.client.consumer.AsyncConsumer` (see it for every error)."""
+    """Blocking facade of :class:`~millpond.client.consumer.AsyncConsumer` (see it for every error).
+
+    Rebalance callbacks given to :meth:`subscribe` run on the client's loop
+    thread, inside :meth:`poll` (``on_lost``: in the heartbeat task): they must
+    not call this facade's blocking methods (that raises ``RuntimeError``). To
+    commit before partitions move, keep ``enable_auto_commit`` (positions are
+    committed before ``on_revoke`` runs) or :meth:`commit` after each poll.
+    """
 
     def __init__(
         self, bootstrap: str | Sequence[str], config: ConsumerConfig | None = None,
@@ -191,6 +203,34 @@ class Consumer:
         self, timeout_ms: int = 0, max_records: int = _limits.poll_records_max_default
     ) -> list[ConsumerRecord]:
         return self._runner.run(self._consumer.poll(timeout_ms, max_records))
+
+    def subscribe(
+        self, topics: Iterable[str] | None = None, *, pattern: str | None = None,
+        on_assign: RebalanceCallback | None = None, on_revoke: RebalanceCallback | None = None,
+        on_lost: RebalanceCallback | None = None,
+    ) -> None:
+        """As :meth:`AsyncConsumer.subscribe` (the callbacks run on the client's loop thread)."""
+        names = None if topics is None else list(topics)
+        self._runner.call(lambda: self._consumer.subscribe(names, pattern=pattern, on_assign=on_assign,
+                                                           on_revoke=on_revoke, on_lost=on_lost))
+
+    def commit(self, offsets: Mapping[tuple[str, int], int | OffsetAndMetadata] | None = None) -> None:
+        """As :meth:`AsyncConsumer.commit`."""
+        self._runner.run(self._consumer.commit(None if offsets is None else dict(offsets)))
+
+    def committed(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> dict[TopicPartition, OffsetAndMetadata | None]:
+        """As :meth:`AsyncConsumer.committed`."""
+        return self._runner.run(self._consumer.committed(list(partitions)))
+
+    @property
+    def member_id(self) -> str:
+        return self._runner.call(lambda: self._consumer.member_id)  # type: ignore[no-any-return]
+
+    @property
+    def member_epoch(self) -> int:
+        return self._runner.call(lambda: self._consumer.member_epoch)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._runner.run(self._consumer.close())
@@ -244,6 +284,21 @@ class Admin:
     def describe_replica(self, address: str, topic: str, partition: int,
                          upto_offset: int = -1) -> ReplicaDescription:
         return self._runner.run(self._admin.describe_replica(address, topic, partition, upto_offset))
+
+    def list_groups(self) -> list[GroupListing]:
+        return self._runner.run(self._admin.list_groups())
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        return self._runner.run(self._admin.describe_group(group_id))
+
+    def delete_group(self, group_id: str) -> None:
+        self._runner.run(self._admin.delete_group(group_id))
+
+    def reset_offsets(self, group_id: str, topics: Mapping[str, Sequence[int] | None] | Sequence[str],
+                      **target: Any) -> list[OffsetChange]:
+        """As :meth:`AsyncAdmin.reset_offsets` (``to_earliest=True``, ``shift_by=-10``,
+        ``dry_run=False``, ...)."""
+        return self._runner.run(self._admin.reset_offsets(group_id, topics, **target))
 
     def close(self) -> None:
         self._runner.run(self._admin.close())

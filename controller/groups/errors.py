@@ -4,8 +4,10 @@ The group logic is pure and knows nothing of gRPC, so it raises (or returns,
 in a response) a :class:`GroupError` carrying a :class:`GroupErrorReason`.
 The reason names are Kafka's where Kafka has one, so clients written against
 KIP-848 recognise them. Translating them into the project's error tree
-(:mod:`millpond.errors`) happens once, at the RPC boundary; the intended
-mapping is in the table below (``retriable`` is :attr:`GroupError.retriable`).
+(:mod:`millpond.errors`) happens once, by :func:`to_millpond_error` (the
+metadata image maps rejected records with it, the active controller refused
+requests); the mapping is in the table below (``retriable`` is
+:attr:`GroupError.retriable`, and equals the mapped class's).
 
 ::
 
@@ -32,7 +34,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["RETRIABLE_REASONS", "GroupError", "GroupErrorReason"]
+from millpond import errors
+
+__all__ = ["RETRIABLE_REASONS", "GroupError", "GroupErrorReason", "to_millpond_error"]
 
 
 class GroupErrorReason(StrEnum):
@@ -86,3 +90,30 @@ class GroupError(Exception):
 
     def __repr__(self) -> str:
         return f"GroupError({self.reason.value}, {self.message!r})"
+
+
+_ERROR_CLASSES: Final[dict[GroupErrorReason, type[errors.MillpondError]]] = {
+    GroupErrorReason.INVALID_REQUEST: errors.InvalidRequest,
+    GroupErrorReason.UNKNOWN_MEMBER_ID: errors.UnknownMemberId,
+    GroupErrorReason.FENCED_MEMBER_EPOCH: errors.FencedMemberEpoch,
+    GroupErrorReason.STALE_MEMBER_EPOCH: errors.StaleMemberEpoch,
+    GroupErrorReason.UNRELEASED_INSTANCE_ID: errors.UnreleasedInstanceId,
+    GroupErrorReason.FENCED_INSTANCE_ID: errors.FencedInstanceId,
+    GroupErrorReason.GROUP_MAX_SIZE_REACHED: errors.GroupMaxSizeReached,
+    GroupErrorReason.GROUPS_MAX_REACHED: errors.GroupsMaxReached,
+    GroupErrorReason.UNSUPPORTED_ASSIGNOR: errors.UnsupportedAssignor,
+    GroupErrorReason.GROUP_ID_NOT_FOUND: errors.GroupIdNotFound,
+    GroupErrorReason.GROUP_NOT_EMPTY: errors.GroupNotEmpty,
+    GroupErrorReason.UNKNOWN_TOPIC_OR_PARTITION: errors.UnknownPartition,
+    GroupErrorReason.PARTITION_NOT_ASSIGNED: errors.PartitionNotAssigned,
+    GroupErrorReason.OFFSET_METADATA_TOO_LARGE: errors.OffsetMetadataTooLarge,
+}
+
+
+def to_millpond_error(error: GroupError) -> errors.MillpondError:
+    """The :mod:`millpond.errors` class of ``error.reason`` (see the module table), with its message.
+
+    ``UNKNOWN_TOPIC_OR_PARTITION`` becomes :class:`~millpond.errors.UnknownPartition`
+    (the message names the topic and partition).
+    """
+    return _ERROR_CLASSES[error.reason](error.message)

@@ -40,10 +40,11 @@ the codec) and :func:`from_json` reads it back, raising
 read. Field kinds beyond the metadata codec's own are in
 :data:`GROUP_FIELD_KINDS` (partition sets are ``{"topic": [partitions]}``
 objects, a target assignment is ``{"member id": {"topic": [partitions]}}``).
-These types are not (yet) in the metadata codec's registry
-(:mod:`millpond.controller.records`); registering them there takes its
-``register`` decorator, a base of ``MetadataRecord`` and these kinds added to
-its ``FIELD_KINDS``, and leaves their JSON as it is here. Containers are
+These types are registered with the metadata codec
+(:mod:`millpond.controller.records`): :class:`GroupRecord` derives from its
+``MetadataRecord``, ``_group_record`` applies its ``register`` decorator, and
+these kinds are added to its field kinds, so ``records.encode`` writes exactly
+the JSON of :func:`to_json` behind the codec's format byte. Containers are
 normalized (sorted, deduplicated) at construction, so equal records compare
 equal and encode to equal bytes.
 """
@@ -54,7 +55,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Final, TypeVar, get_type_hints
 
-from millpond.controller.records import RecordDecodeError
+from millpond.controller.records import MetadataRecord, RecordDecodeError, register, register_field_kind
 
 __all__ = [
     "GROUP_FIELD_KINDS",
@@ -92,7 +93,7 @@ RegexTopics = tuple[tuple[str, TopicNames], ...]
 """Subscription regex -> the topics it matched, sorted by regex. JSON: ``{"regex": ["topic", ...]}``."""
 
 
-class GroupRecord:
+class GroupRecord(MetadataRecord):
     """Base of every consumer-group record type (frozen dataclasses declared with ``_group_record``)."""
 
     __slots__ = ()
@@ -206,7 +207,10 @@ GROUP_FIELD_KINDS: Final[dict[object, _Kind]] = {
                        lambda value: {regex: list(topics) for regex, topics in value}),
 }
 """Python annotation of a group record field -> how it is checked (normalized) and written as JSON.
-``int`` and ``str`` are the metadata codec's own kinds; the others are what it needs to add."""
+``int`` and ``str`` are the metadata codec's own kinds; the others are added to it here."""
+
+for _annotation, _kind in GROUP_FIELD_KINDS.items():
+    register_field_kind(_annotation, _kind.name, _kind.normalize, _kind.to_json)
 
 _REGISTRY: dict[str, type[GroupRecord]] = {}
 _SPECS: dict[type[GroupRecord], tuple[tuple[str, _Kind], ...]] = {}
@@ -231,7 +235,7 @@ def _group_record(name: str, version: int) -> Callable[[_R], _R]:
         cls.TYPE, cls.VERSION = name, version
         _REGISTRY[name] = cls
         _SPECS[cls] = tuple(spec)
-        return cls
+        return register(name, version)(cls)  # the metadata codec reads and writes it too
 
     return decorate
 

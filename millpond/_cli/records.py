@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -109,7 +110,12 @@ def _format_record(record: ConsumerRecord, form: str) -> bytes:
 
 
 def consume(args: argparse.Namespace) -> int:
-    """Print records of a topic (all partitions, or one) from the end, the beginning, or an offset."""
+    """Print records of a topic (all partitions, or one) from the end, the beginning, or an offset;
+    with ``--group``, the partitions the group gives this member, from the group's committed offsets."""
+    if getattr(args, "group", None) is not None:
+        return _consume_in_group(args)
+    if getattr(args, "session_timeout_ms", None) is not None:
+        raise CommandError("--session-timeout-ms needs --group")
     if args.offset is not None and args.partition is None:
         raise CommandError("--offset needs --partition")
     if args.from_beginning and args.offset is not None:
@@ -151,6 +157,44 @@ def consume(args: argparse.Namespace) -> int:
                     out.write(b"".join(_format_record(r, args.format) for r in records))
                     out.flush()
                     printed += len(records)
+
+    asyncio.run(run())
+    return 0
+
+
+def _consume_in_group(args: argparse.Namespace) -> int:
+    """``consume --group G``: join G, print records, and commit after printing them (at least once:
+    a record printed and not yet committed when the command dies is printed again by the next
+    member). Leaves the group on exit (``--max-messages``, ``--timeout-ms``, Ctrl-C, SIGTERM)."""
+    if args.partition is not None or args.offset is not None:
+        raise CommandError("--group assigns partitions: it excludes --partition and --offset")
+    reset = "earliest" if args.from_beginning else "latest"
+    config = ConsumerConfig(group_id=args.group, auto_offset_reset=reset,  # type: ignore[arg-type]
+                            enable_auto_commit=False,
+                            session_timeout_ms=args.session_timeout_ms or ConsumerConfig().session_timeout_ms)
+    out = sys.stdout.buffer
+
+    async def run() -> None:
+        stopping = asyncio.Event()  # SIGTERM: stop after the records in hand, commit, leave the group
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        async with AsyncConsumer(args.bootstrap, config) as consumer:
+            consumer.subscribe([args.topic])
+            printed = 0
+            idle_since = time.monotonic()
+            while (args.max_messages is None or printed < args.max_messages) and not stopping.is_set():
+                wait_ms = 1000
+                if args.timeout_ms is not None:
+                    wait_ms = int((idle_since + args.timeout_ms / 1000 - time.monotonic()) * 1000)
+                    if wait_ms <= 0:
+                        break
+                wanted = 500 if args.max_messages is None else min(500, args.max_messages - printed)
+                records = await consumer.poll(timeout_ms=min(wait_ms, 1000), max_records=wanted)
+                if records:
+                    idle_since = time.monotonic()
+                    out.write(b"".join(_format_record(r, args.format) for r in records))
+                    out.flush()
+                    printed += len(records)
+                    await consumer.commit()
 
     asyncio.run(run())
     return 0

@@ -261,7 +261,11 @@ class FakeNode(admin_pb2_grpc.AdminServicer, broker_pb2_grpc.BrokerServicer):
 class FakeCluster:
     """``nodes`` fake nodes sharing one state, served from a background thread. Use as a context manager."""
 
-    def __init__(self, nodes: int = 3) -> None:
+    def __init__(self, nodes: int = 3,
+                 extra_services: Callable[[grpc.aio.Server, int, State], None] | None = None) -> None:
+        """``extra_services(server, node_id, state)`` adds more servicers to each node before it starts
+        (the consumer-group tests add a ConsumerGroups fake)."""
+        self._extra_services = extra_services
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fake-cluster", daemon=True)
         self._servers: dict[int, grpc.aio.Server] = {}
@@ -289,6 +293,8 @@ class FakeCluster:
             node = FakeNode(node_id, state)
             admin_pb2_grpc.add_AdminServicer_to_server(node, server)
             broker_pb2_grpc.add_BrokerServicer_to_server(node, server)
+            if self._extra_services is not None:
+                self._extra_services(server, node_id, state)
             port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             state.nodes[node_id] = f"127.0.0.1:{port}"

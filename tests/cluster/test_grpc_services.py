@@ -19,7 +19,8 @@ def test_health_and_reflection_list_every_service(make_cluster) -> None:
         [response] = list(reflection.ServerReflectionInfo(iter([request]), timeout=10))
         names = {service.name for service in response.list_services_response.service}
         assert {"millpond.v1.Admin", "millpond.v1.Broker", "millpond.v1.RaftTransport",
-                "millpond.v1.ControllerService", "grpc.health.v1.Health"} <= names
+                "millpond.v1.ControllerService", "millpond.v1.ConsumerGroups",
+                "grpc.health.v1.Health"} <= names
 
         by_symbol = reflection_pb2.ServerReflectionRequest(file_containing_symbol="millpond.v1.Broker")
         [response] = list(reflection.ServerReflectionInfo(iter([by_symbol]), timeout=10))

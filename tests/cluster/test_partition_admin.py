@@ -22,10 +22,11 @@ from millpond.client import (
 
 
 def _produce(bootstrap: str, topic: str, values: list[str]) -> None:
+    """One record at a time: with several batches in flight, a retried batch (at-least-once, no
+    idempotence yet) could land after a later one, and these tests compare exact order."""
     with Producer(bootstrap, ProducerConfig(acks="all", linger_ms=0)) as producer:
-        futures = [producer.send(topic, value.encode(), partition=0) for value in values]
-        for future in futures:
-            future.result(timeout=30)
+        for value in values:
+            producer.send(topic, value.encode(), partition=0).result(timeout=30)
 
 
 def _read_all(bootstrap: str, topic: str, expected: int) -> list[str]:

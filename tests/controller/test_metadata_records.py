@@ -7,6 +7,16 @@ import json
 import pytest
 
 from millpond.controller import records
+from millpond.controller.groups.records import (
+    GroupDelete,
+    GroupEpochBump,
+    GroupMemberRemove,
+    GroupMemberUpsert,
+    MemberCurrentAssignment,
+    OffsetCommit,
+    TargetAssignment,
+)
+from millpond.controller.groups.records import to_json as group_to_json
 from millpond.controller.records import (
     AddPartitions,
     ChangeReplicas,
@@ -36,6 +46,20 @@ SAMPLES: list[MetadataRecord] = [
     SetPartitionLeader(group=(12 << 20) | 1, leader=2, leader_epoch=9, isr=(1, 2)),
     ReassignReplicas(group=(12 << 20) | 1, target=(1, 2, 4)),
     ChangeReplicas(group=(12 << 20) | 1, replicas=(1, 2, 4)),
+    GroupMemberUpsert(group_id="billing", member_id="m-1", instance_id="host-a",
+                      subscribed_topic_names=("orders", "refunds"), subscribed_topic_regex="pay-.*",
+                      server_assignor="uniform", rebalance_timeout_ms=300_000, session_timeout_ms=45_000,
+                      replaces_member_id="m-0"),
+    GroupMemberRemove(group_id="billing", member_id="m-1"),
+    GroupEpochBump(group_id="billing", epoch=4),
+    TargetAssignment(group_id="billing", epoch=4, assignor="uniform",
+                     partition_counts=(("orders", 3), ("pay-eu", 1)), regex_topics=(("pay-.*", ("pay-eu",)),),
+                     members=(("m-1", (("orders", (0, 2)),)), ("m-2", (("orders", (1,)), ("pay-eu", (0,)))))),
+    MemberCurrentAssignment(group_id="billing", member_id="m-2", member_epoch=4, previous_member_epoch=3,
+                            assigned=(("orders", (1,)),), pending_revocation=(("pay-eu", (0,)),)),
+    OffsetCommit(group_id="billing", topic="orders", partition=1, offset=1_234, leader_epoch=7,
+                 metadata="host-a", commit_timestamp_ms=1_700_000_000_000, member_id="m-2", member_epoch=4),
+    GroupDelete(group_id="billing"),
 ]
 
 
@@ -52,6 +76,12 @@ def test_round_trip(record: MetadataRecord) -> None:
     data = encode(record)
     assert decode(data) == record
     assert encode(decode(data)) == data
+
+
+@pytest.mark.parametrize("record", [r for r in SAMPLES if r.TYPE.startswith("group_")], ids=lambda r: r.TYPE)
+def test_group_records_encode_as_their_own_json(record: MetadataRecord) -> None:
+    body = json.loads(encode(record)[1:])
+    assert body == group_to_json(record)  # type: ignore[arg-type]
 
 
 def test_encoding_is_canonical_json_behind_a_format_byte() -> None:
