@@ -41,8 +41,69 @@ by its value. A record read back is the list ``[partition, offset, key, value]``
     offset, key, value], ...], "caught_up": bool}`` where ``caught_up`` says the read reached
     ``hw`` (the high watermark the reader last saw).
 
-Later workloads (consumer groups, queues, transactions) add their own ``f`` values and checkers;
-nothing here changes.
+The ``group`` workload's vocabulary (the contract with :mod:`millpond.chaos.checkers.group`)
+------------------------------------------------------------------------------------------------
+Producers, ``final-read`` and the records of a poll are the ``log`` vocabulary above. Consumers are
+members of one consumer group; ``member`` is a member id (a new one for every member started,
+replacements included), ``epoch`` a member epoch (KIP-848 fencing generation; epochs of all
+members of a group are comparable), ``"<p>"`` a partition number as a JSON key.
+
+``f="poll"`` -- a member polls (and thereby processes what it got).
+    invoke ``{}``; ok ``{"records": [[partition, offset, key, value], ...], "member": m, "epoch": e}``;
+    fail -- the poll raised (it had no effect on the group's offsets).
+``f="commit"`` -- a member commits, after processing, the offset after the last record of each
+    partition one poll returned (at least once).
+    invoke ``{"member": m, "offsets": {"<p>": offset}, "epoch": e}`` (``e`` when invoked; the
+    consumer may retry at a newer epoch); ok -- every offset committed; info -- unknown, some or all
+    may be committed (the workload never records ``fail``: a refusal may follow a timed-out
+    attempt that landed). A commit's process, like a send's, is retired after ``info``.
+``f="final-committed"`` -- after the members closed, the group's committed offsets and each
+    partition's high watermark.
+    invoke ``{"partitions": [p, ...]}``; ok ``{"committed": {"<p>": offset or null},
+    "high_watermarks": {"<p>": hw}}`` (null: nothing committed); fail -- could not read them.
+
+Membership facts are recorded by each member's own *membership process* as an invoke and an ok
+with the same value at one instant (rebalance callbacks run inside a poll or in the consumer's
+heartbeat task, so they must not be recorded by the process whose poll is outstanding):
+
+``f="join"`` -- ``{"member": m, "process": first poll/commit process}``: a member subscribed.
+``f="own"`` -- ``{"member": m, "partitions": [p, ...], "epoch": e}``: ``on_assign``; ``e`` is the
+    member epoch when the callback ran (at or after the epoch the partitions were given at).
+``f="release"`` -- ``{"member": m, "partitions": [p, ...], "epoch": e, "lost": bool}``:
+    ``on_revoke`` (``lost`` false: the member gives them back, or closes) or ``on_lost`` (true:
+    the group fenced or forgot it; ``e`` is then the last epoch the member had seen, since the
+    consumer is back at 0). Either way ``e`` is an epoch at which it still owned them.
+``f="crash"`` -- ``{"member": m, "partitions": [p, ...], "epoch": e}``: the workload killed the
+    member without leaving the group (as SIGKILL would); its ops in flight never complete. It owns
+    nothing from ``e`` on: it will never act again.
+``f="leave"`` -- ``{"member": m, "partitions": [p, ...]}``: the member closed cleanly (its
+    ``release`` comes first; ``partitions`` lists any it still believed it owned).
+
+The ``compaction`` workload's vocabulary (the contract with :mod:`millpond.chaos.checkers.compaction`)
+------------------------------------------------------------------------------------------------
+The ``log`` vocabulary, on a compacted topic, plus tombstones (records with a null payload). A
+record is still identified by the unique string ``value`` of its send -- for a tombstone that is
+not its payload (null on the wire) but its ``chaos-id`` record header -- so the ``log`` model and
+checkers read these histories unchanged. (``"value": null`` would have made tombstones
+unidentifiable among themselves, and a null in a read record breaks the ``log`` model.)
+
+``f="send"`` invoke adds ``"tombstone": bool`` (the payload is null) and ``"timestamp_ms": int``
+    (the record's timestamp: the producer's wall clock in ms, the clock tombstone expiry uses).
+``f="poll"`` and ``f="final-read"`` ok values add ``"tombstones": [[partition, offset], ...]``:
+    the records among ``records`` whose payload was null (their ``value`` is their ``chaos-id``
+    header, ``""`` if they had none).
+``f="final-read"`` ok value adds ``"compaction": {"point": C or null, "pass_after_ms": int or
+    null, "delete_retention_ms": int, "read_end_ms": int}``: a compaction pass with compaction
+    point C had completed on the node that served the whole read before the read began (every
+    record below C then has no later record of its key below C); that pass's clock was later
+    than ``pass_after_ms``; ``read_end_ms`` is the wall clock when the read ended (no tombstone
+    newer than ``read_end_ms - delete_retention_ms`` can have expired by then). ``point`` null:
+    the workload could not see such a pass complete before its deadline. A final read that
+    found the partition's leader changed under it completes ``fail`` (``LEADER_CHANGED``) and is
+    repeated by a new process. Marker sends (key ``marker-p<p>-r<n>``) are ordinary sends.
+
+Later workloads (queues, transactions) add their own ``f`` values and checkers; nothing here
+changes.
 """
 
 from __future__ import annotations

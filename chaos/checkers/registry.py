@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .base import Checker
+from .compaction import COMPACTION_CHECKERS
+from .group import GROUP_LIVENESS, GROUP_SAFETY, LOG_SAFETY_FOR_GROUPS
 from .liveness import LOG_LIVENESS
 from .log import LOG_SAFETY
 from .replicas import REPLICA_SAFETY
@@ -25,6 +27,10 @@ __all__ = ["WORKLOADS", "checkers_for", "error_types", "register_workload"]
 
 WORKLOADS: dict[str, tuple[Checker, ...]] = {
     "log": LOG_SAFETY + REPLICA_SAFETY + LOG_LIVENESS,
+    # Compacted topics: the log checkers that hold when superseded records go, and compaction's.
+    "compaction": COMPACTION_CHECKERS,
+    # Consumer groups (at least once): the log checkers that hold for group readers, the group's own.
+    "group": LOG_SAFETY_FOR_GROUPS + REPLICA_SAFETY + GROUP_SAFETY + LOG_LIVENESS + GROUP_LIVENESS,
 }
 """Workload name -> its checkers, in report order."""
 

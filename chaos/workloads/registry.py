@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from millpond.chaos.workloads.compaction import CompactionWorkload
+from millpond.chaos.workloads.group import GroupWorkload
 from millpond.chaos.workloads.log import LogWorkload
 from millpond.v1 import broker_pb2 as pb
 
@@ -33,14 +35,20 @@ def _unsafe_log() -> LogWorkload:
                     "(must be caught as lost-write/unseen under leader kills)")
 
 
-WORKLOADS: dict[str, Callable[[], LogWorkload]] = {
+ChaosWorkload = LogWorkload | GroupWorkload | CompactionWorkload
+"""Every registered workload's class (each implements :class:`~millpond.chaos.workloads.base.Workload`
+plus ``configure`` and ``options``)."""
+
+WORKLOADS: dict[str, Callable[[], ChaosWorkload]] = {
     "log": _log,
     "acks1-demo": _acks1_demo,
     "log-unsafe": _unsafe_log,
+    "group": GroupWorkload,
+    "compaction": CompactionWorkload,
 }
 
 
-def create_workload(name: str) -> LogWorkload:
+def create_workload(name: str) -> ChaosWorkload:
     """A new workload called ``name``; KeyError naming the known ones otherwise."""
     try:
         return WORKLOADS[name]()
