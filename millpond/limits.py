@@ -103,34 +103,6 @@ raft_reconnect_backoff_ms_max = 1_000
 raft_tick_ms = 100
 
 
-def check_relations() -> None:
-    """Raise ``ValueError`` if the limits above contradict each other."""
-    problems: list[str] = []
-    if raft_msg_bytes_max > raft_inflight_bytes_max:
-        problems.append("raft_msg_bytes_max must be <= raft_inflight_bytes_max")
-    if raft_entry_bytes_max > raft_uncommitted_bytes_max:
-        problems.append("raft_entry_bytes_max must be <= raft_uncommitted_bytes_max")
-    if raft_heartbeat_ticks >= raft_election_ticks:
-        problems.append("raft_heartbeat_ticks must be < raft_election_ticks")
-    if raft_msg_entries_max < 1 or raft_inflight_msgs_max < 1:
-        problems.append("message and in-flight counts must be >= 1")
-    if batch_bytes_max > raft_entry_bytes_max:
-        problems.append("batch_bytes_max must be <= raft_entry_bytes_max")
-    if grpc_message_bytes_max < fetch_bytes_max + batch_bytes_max:
-        problems.append("grpc_message_bytes_max must be >= fetch_bytes_max + batch_bytes_max")
-    if grpc_message_bytes_max < 2 * batch_bytes_max:
-        problems.append("grpc_message_bytes_max must be >= 2 * batch_bytes_max")
-    if writer_batch_writes_max > writer_queue_writes_max:
-        problems.append("writer_batch_writes_max must be <= writer_queue_writes_max")
-    if writer_batch_bytes_max > writer_queue_bytes_max:
-        problems.append("writer_batch_bytes_max must be <= writer_queue_bytes_max")
-    if writer_batch_bytes_max < raft_msg_bytes_max:
-        problems.append("writer_batch_bytes_max must be >= raft_msg_bytes_max")
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
-check_relations()
 
 
 # --- chaos fault proxy ---
@@ -214,3 +186,37 @@ compaction_dirty_percent_min = 50
 #: ... or once uncompacted records have waited this long, so a small tail is compacted too (Kafka's
 #: max.compaction.lag.ms).
 compaction_dirty_wait_ms_max = 10_000
+
+
+def check_relations() -> None:
+    """Raise ``ValueError`` if the limits above contradict each other."""
+    problems: list[str] = []
+    if raft_msg_bytes_max > raft_inflight_bytes_max:
+        problems.append("raft_msg_bytes_max must be <= raft_inflight_bytes_max")
+    if raft_entry_bytes_max > raft_uncommitted_bytes_max:
+        problems.append("raft_entry_bytes_max must be <= raft_uncommitted_bytes_max")
+    if raft_heartbeat_ticks >= raft_election_ticks:
+        problems.append("raft_heartbeat_ticks must be < raft_election_ticks")
+    if raft_msg_entries_max < 1 or raft_inflight_msgs_max < 1:
+        problems.append("message and in-flight counts must be >= 1")
+    if batch_bytes_max > raft_entry_bytes_max:
+        problems.append("batch_bytes_max must be <= raft_entry_bytes_max")
+    if grpc_message_bytes_max < fetch_bytes_max + batch_bytes_max:
+        problems.append("grpc_message_bytes_max must be >= fetch_bytes_max + batch_bytes_max")
+    if grpc_message_bytes_max < 2 * batch_bytes_max:
+        problems.append("grpc_message_bytes_max must be >= 2 * batch_bytes_max")
+    if writer_batch_writes_max > writer_queue_writes_max:
+        problems.append("writer_batch_writes_max must be <= writer_queue_writes_max")
+    if writer_batch_bytes_max > writer_queue_bytes_max:
+        problems.append("writer_batch_bytes_max must be <= writer_queue_bytes_max")
+    if writer_batch_bytes_max < raft_msg_bytes_max:
+        problems.append("writer_batch_bytes_max must be >= raft_msg_bytes_max")
+    if group_session_timeout_ms_min > group_session_timeout_ms_max:
+        problems.append("group_session_timeout_ms_min must be <= group_session_timeout_ms_max")
+    if proxy_read_chunk_bytes > proxy_channel_bytes_max:
+        problems.append("proxy_read_chunk_bytes must be <= proxy_channel_bytes_max")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+check_relations()
