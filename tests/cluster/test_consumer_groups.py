@@ -231,6 +231,7 @@ async def test_members_join_and_leave_while_producing(cluster: LocalCluster) -> 
         acked: set[tuple[int, int]] = set()
         committed_seen: dict[tuple[str, int], int] = {}
         backwards: list[str] = []
+        looks = 0  # passes of the commit watcher
 
         async def producing() -> None:
             nonlocal produced
@@ -240,9 +241,10 @@ async def test_members_join_and_leave_while_producing(cluster: LocalCluster) -> 
                                for i in range(20)]
                     acked.update((ack.partition, ack.offset) for ack in await asyncio.gather(*futures))
                     produced += 20
-                    await asyncio.sleep(0.02)
+                    await asyncio.sleep(0.02)  # pacing: records keep flowing, without flooding
 
         async def watching_commits() -> None:
+            nonlocal looks
             while True:
                 try:
                     described = await admin.describe_group(group)
@@ -253,7 +255,8 @@ async def test_members_join_and_leave_while_producing(cluster: LocalCluster) -> 
                     if p.committed_offset < committed_seen.get(key, -1):
                         backwards.append(f"{key}: {committed_seen[key]} -> {p.committed_offset}")
                     committed_seen[key] = max(committed_seen.get(key, -1), p.committed_offset)
-                await asyncio.sleep(0.1)
+                looks += 1
+                await asyncio.sleep(0.1)  # the watcher's polling interval
 
         def join() -> Member:
             member = Member(f"m{len(everyone)}", cluster.bootstrap, group, [topic], ledger).start()
@@ -263,10 +266,10 @@ async def test_members_join_and_leave_while_producing(cluster: LocalCluster) -> 
         background = [asyncio.create_task(producing()), asyncio.create_task(watching_commits())]
         present = [join()]
         for _ in range(2):  # three members join one by one while records flow
-            await asyncio.sleep(0.7)
+            await asyncio.sleep(0.7)  # the churn's pace, not a wait for anything
             present.append(join())
         for _ in range(3):  # then, one at a time, the oldest leaves and a new one joins
-            await asyncio.sleep(0.7)
+            await asyncio.sleep(0.7)  # the churn's pace, not a wait for anything
             await present.pop(0).stop()
             present.append(join())
         await wait_stable(admin, group, 3, 4)
@@ -277,7 +280,12 @@ async def test_members_join_and_leave_while_producing(cluster: LocalCluster) -> 
         await wait_until_async(announced, WAIT_S, "every present member to consume its partitions")
         for member in present:
             await member.stop()
-        await asyncio.sleep(0.3)  # one more look at the commits after the last leave
+        after_leaves = looks
+
+        async def looked_again() -> bool:  # one more full look at the commits after the last leave
+            return looks >= after_leaves + 2
+
+        await wait_until_async(looked_again, WAIT_S, "the commit watcher to look again")
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -460,7 +468,11 @@ async def _controller_killed(cluster: LocalCluster) -> None:
         before = {p.partition: p.committed_offset for p in (await admin.describe_group(group)).partitions}
         controller = (await admin.describe_cluster()).controller
         members.append(Member("f2", cluster.bootstrap, group, [topic], ledger).start())  # a rebalance starts
-        await asyncio.sleep(0.1)
+
+        async def third_member_joined() -> bool:
+            return len((await admin.describe_group(group)).members) == 3
+
+        await wait_until_async(third_member_joined, WAIT_S, "f2 to join (the rebalance under way)")
         cluster.kill(controller)
         killed_at = time.monotonic()
 
