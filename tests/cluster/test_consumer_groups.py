@@ -263,15 +263,24 @@ async def test_members_join_and_leave_while_producing(cluster: LocalCluster) -> 
             everyone.append(member)
             return member
 
+        async def in_group(member: Member) -> None:
+            """Until ``member`` has consumed records (the next churn step comes after it took part)."""
+
+            async def consuming() -> bool:
+                return bool(member.records)
+
+            await wait_until_async(consuming, WAIT_S, f"member {member.name} to consume records")
+
         background = [asyncio.create_task(producing()), asyncio.create_task(watching_commits())]
         present = [join()]
+        await in_group(present[-1])
         for _ in range(2):  # three members join one by one while records flow
-            await asyncio.sleep(0.7)  # the churn's pace, not a wait for anything
             present.append(join())
+            await in_group(present[-1])
         for _ in range(3):  # then, one at a time, the oldest leaves and a new one joins
-            await asyncio.sleep(0.7)  # the churn's pace, not a wait for anything
             await present.pop(0).stop()
             present.append(join())
+            await in_group(present[-1])
         await wait_stable(admin, group, 3, 4)
 
         async def announced() -> bool:  # the clients too: every partition's on_assign ran
