@@ -28,8 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
 from millpond.chaos.workloads.base import FinalState, WorkloadContext
 from millpond.chaos.workloads.wire import Failed, FetchResult, Indeterminate, WireClient
+from millpond.node.channels import channel_options
 from millpond.partitioner import partition_for_key
 from millpond.v1 import admin_pb2, admin_pb2_grpc
 from millpond.v1 import broker_pb2 as pb
@@ -300,10 +303,6 @@ async def _pause(stop: asyncio.Event, seconds: float) -> None:
 
 async def _create_topic(addresses: Mapping[int, str], topic: str, partitions: int, replication: int) -> None:
     """Create the workload's topic through any node (retrying while the cluster settles)."""
-    import grpc
-
-    from millpond.node.channels import channel_options
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
     last: Exception | None = None
